@@ -1,0 +1,9 @@
+//! imgsearch: a self-hosted image search service.
+//!
+//! Data flows `api` (HTTP, signatures) → `service` (operations) → `vision` (decode,
+//! preprocess, embed) and `index` (vector search) → `store` (persistence). `cli` holds the
+//! subcommands that drive all of it.
+
+pub mod cli;
+pub mod config;
+pub mod vision;

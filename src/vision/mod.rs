@@ -1,0 +1,15 @@
+//! Vision: from image bytes to embeddings and class scores.
+//!
+//! `decode` turns bytes into RGB pixels (sniffed by content, EXIF-oriented, bomb-checked),
+//! `preprocess` resizes and normalises them into the network's input tensor, `weights`
+//! reads the EfficientNet-Lite0 checkpoint, `onnx` builds the network as an ONNX graph,
+//! `model` runs it on ONNX Runtime and `embedder` batches concurrent callers onto it.
+//! Nothing here knows about HTTP or storage.
+
+pub mod decode;
+pub mod embedder;
+pub mod labels;
+pub mod model;
+pub mod onnx;
+pub mod preprocess;
+pub mod weights;
