@@ -11,5 +11,6 @@ pub mod embedder;
 pub mod labels;
 pub mod model;
 pub mod onnx;
+pub mod pipeline;
 pub mod preprocess;
 pub mod weights;

@@ -1,0 +1,61 @@
+//! `imgsearch embed` and `imgsearch classify`: one JSON line per image, in argument order.
+//! A file that fails gives one line on stderr and a non-zero exit; the rest still run.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use serde_json::json;
+
+use crate::config::ModelConfig;
+use crate::vision::decode::DecodeLimits;
+use crate::vision::embedder::EmbeddingBatcher;
+use crate::vision::labels::label;
+use crate::vision::model::{top_k, EfficientNet};
+use crate::vision::pipeline::run_files;
+
+pub enum Output {
+    Embedding,
+    Classes { top: usize },
+}
+
+pub fn run(config: &ModelConfig, images: &[PathBuf], output: Output) -> anyhow::Result<ExitCode> {
+    let model = EfficientNet::load(&config.files()?, config.options())?;
+    let batcher = EmbeddingBatcher::start(model, config.batcher(64));
+    let decode_threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let mut failures = 0usize;
+    let mut write_error = None;
+    run_files(images, &batcher, decode_threads, &DecodeLimits::default(), |_, path, result| {
+        let line = match result {
+            Ok(inference) => match output {
+                Output::Embedding => json!({"file": path, "embedding": inference.embedding}),
+                Output::Classes { top } => {
+                    let classes: Vec<_> = top_k(&inference.logits, top)
+                        .into_iter()
+                        .map(|(class, prob)| json!({"class": class, "label": label(class), "prob": prob}))
+                        .collect();
+                    json!({"file": path, "top5": classes})
+                }
+            },
+            Err(e) => {
+                failures += 1;
+                eprintln!("{}: {e}", path.display());
+                return;
+            }
+        };
+        if let Err(e) = writeln!(out, "{line}") {
+            write_error.get_or_insert(e);
+        }
+    });
+    out.flush()?;
+    if let Some(e) = write_error {
+        return Err(e.into());
+    }
+    Ok(if failures == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
