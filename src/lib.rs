@@ -4,6 +4,7 @@
 //! preprocess, embed) and `index` (vector search) → `store` (persistence). `cli` holds the
 //! subcommands that drive all of it.
 
+pub mod api;
 pub mod cli;
 pub mod config;
 pub mod vision;

@@ -1,0 +1,263 @@
+//! The one error type of the API edge: every failure a client can see, with its wire
+//! `Code`, HTTP status and message (spec 3.4 gateway rows and spec 5 business rows).
+//!
+//! Not here: rendering the error body (`response.rs`) or deciding *when* an error happens
+//! (`auth.rs`, the handlers). Internal errors of other layers are converted into one of these
+//! variants at the edge; their detail goes into the message, never a new code.
+
+use thiserror::Error;
+
+/// Every error a client can receive. `code()` is the exact string the SDKs match on.
+///
+/// The messages mimic the public service's wording loosely; clients key on `Code`, people
+/// read `Message`.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum ApiError {
+    // ---- gateway (spec 3.4) ----
+    /// A required common parameter (V1) or header (V3) is absent or empty. Holds its name.
+    #[error("The input parameter \"{0}\" that is mandatory for processing this request is not supplied.")]
+    MissingParameter(String),
+
+    /// `SignatureMethod` (V1) or the Authorization algorithm (V3) is not one we verify.
+    #[error("Specified signature method \"{given}\" is not supported; use {supported}.")]
+    InvalidSignatureMethod {
+        given: String,
+        supported: &'static str,
+    },
+
+    /// `SignatureVersion` other than `1.0` (V1).
+    #[error("Specified signature version \"{0}\" is not supported; use 1.0.")]
+    InvalidSignatureVersion(String),
+
+    /// The V3 Authorization header is malformed, or leaves a required header unsigned.
+    #[error("The request signature does not conform to the ACS3 standard: {0}")]
+    IncompleteSignature(String),
+
+    /// `Version` / `x-acs-version` is not `2020-03-20`.
+    #[error(
+        "Specified parameter Version \"{0}\" is not valid; this service implements 2020-03-20."
+    )]
+    InvalidVersion(String),
+
+    /// The action name is not one of [`crate::api::KNOWN_ACTIONS`].
+    #[error("Specified api \"{0}\" is not found, please check your url and method.")]
+    InvalidActionNotFound(String),
+
+    /// `Timestamp` / `x-acs-date` is not `YYYY-MM-DDThh:mm:ssZ`. Our own code: the public
+    /// text folds this into `InvalidTimeStamp.Expired`, but a format slip deserves its own
+    /// message.
+    #[error("Specified timestamp \"{0}\" is not in the format YYYY-MM-DDThh:mm:ssZ (UTC).")]
+    InvalidTimeStampFormat(String),
+
+    /// `Timestamp` / `x-acs-date` more than the allowed window from server time.
+    #[error("Specified time stamp or date value is expired: \"{given}\" differs from server time {server} by more than {window_secs} seconds.")]
+    InvalidTimeStampExpired {
+        given: String,
+        server: String,
+        window_secs: i64,
+    },
+
+    /// No key pair with this id.
+    #[error("Specified access key \"{0}\" is not found.")]
+    InvalidAccessKeyIdNotFound(String),
+
+    /// Signature mismatch. The message must end in `is:` + StringToSign with no other `:`
+    /// before it: the V1 SDK (`aliyun-python-sdk-core`) takes `message.split(':')[1]` and,
+    /// when it equals its own StringToSign, reports a wrong secret instead of a signing bug.
+    #[error("Specified signature does not match our calculation. server string to sign is:{string_to_sign}")]
+    SignatureDoesNotMatch { string_to_sign: String },
+
+    /// V3 `x-acs-content-sha256` differs from the SHA-256 of the body actually received.
+    /// Our own code (the public text is silent); the body was altered or the client hashed
+    /// something else.
+    #[error("Header x-acs-content-sha256 \"{given}\" does not match the SHA-256 of the received body ({actual}).")]
+    ContentSha256Mismatch { given: String, actual: String },
+
+    /// The nonce was already used by this key within the timestamp window.
+    #[error("Specified signature nonce was used already.")]
+    SignatureNonceUsed,
+
+    // ---- business (spec 5) ----
+    /// A business parameter breaks its rule; the message says which and why.
+    #[error("{0}")]
+    InvalidParameter(String),
+
+    /// The request as a whole is malformed (bad percent-encoding, not UTF-8, ...).
+    #[error("{0}")]
+    BadRequest(String),
+
+    #[error("{0}")]
+    InvalidImageDownload(String),
+
+    #[error("{0}")]
+    InvalidImageFormat(String),
+
+    #[error("{0}")]
+    InvalidImageResolution(String),
+
+    #[error("{0}")]
+    InvalidImageSize(String),
+
+    /// The feature extractor failed (HTTP 586, as the public service answers).
+    #[error("{0}")]
+    AlgoError(String),
+
+    /// Back-pressure: queue full, nonce cache full. Retrying later may succeed.
+    #[error("{0}")]
+    ServiceUnavailable(String),
+
+    /// Anything else that is our fault.
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    /// The wire `Code`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::MissingParameter(_) => "MissingParameter",
+            Self::InvalidSignatureMethod { .. } => "InvalidSignatureMethod",
+            Self::InvalidSignatureVersion(_) => "InvalidSignatureVersion",
+            Self::IncompleteSignature(_) => "IncompleteSignature",
+            Self::InvalidVersion(_) => "InvalidVersion",
+            Self::InvalidActionNotFound(_) => "InvalidAction.NotFound",
+            Self::InvalidTimeStampFormat(_) => "InvalidTimeStamp.Format",
+            Self::InvalidTimeStampExpired { .. } => "InvalidTimeStamp.Expired",
+            Self::InvalidAccessKeyIdNotFound(_) => "InvalidAccessKeyId.NotFound",
+            Self::SignatureDoesNotMatch { .. } => "SignatureDoesNotMatch",
+            Self::ContentSha256Mismatch { .. } => "InvalidContentSha256",
+            Self::SignatureNonceUsed => "SignatureNonceUsed",
+            Self::InvalidParameter(_) => "InvalidParameter",
+            Self::BadRequest(_) => "InvalidParameter.BadRequest",
+            Self::InvalidImageDownload(_) => "InvalidImage.Download",
+            Self::InvalidImageFormat(_) => "InvalidImage.Format",
+            Self::InvalidImageResolution(_) => "InvalidImage.Resolution",
+            Self::InvalidImageSize(_) => "InvalidImage.Size",
+            Self::AlgoError(_) => "InternalError.Algo",
+            Self::ServiceUnavailable(_) => "ServiceUnavailable",
+            Self::Internal(_) => "InternalError",
+        }
+    }
+
+    /// The HTTP status. 586 is not a registered status but is what the public service
+    /// sends for `InternalError.Algo`; `http::StatusCode::from_u16(586)` accepts it.
+    pub fn http_status(&self) -> u16 {
+        match self {
+            Self::InvalidAccessKeyIdNotFound(_) | Self::InvalidActionNotFound(_) => 404,
+            Self::AlgoError(_) => 586,
+            Self::ServiceUnavailable(_) => 503,
+            Self::Internal(_) => 500,
+            _ => 400,
+        }
+    }
+
+    /// The human-readable `Message`.
+    pub fn message(&self) -> String {
+        self.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_and_statuses_match_the_spec_tables() {
+        let rows: Vec<(ApiError, &str, u16)> = vec![
+            (
+                ApiError::MissingParameter("Timestamp".into()),
+                "MissingParameter",
+                400,
+            ),
+            (
+                ApiError::InvalidAccessKeyIdNotFound("x".into()),
+                "InvalidAccessKeyId.NotFound",
+                404,
+            ),
+            (
+                ApiError::SignatureDoesNotMatch {
+                    string_to_sign: "s".into(),
+                },
+                "SignatureDoesNotMatch",
+                400,
+            ),
+            (ApiError::SignatureNonceUsed, "SignatureNonceUsed", 400),
+            (
+                ApiError::InvalidTimeStampExpired {
+                    given: "a".into(),
+                    server: "b".into(),
+                    window_secs: 900,
+                },
+                "InvalidTimeStamp.Expired",
+                400,
+            ),
+            (
+                ApiError::InvalidActionNotFound("X".into()),
+                "InvalidAction.NotFound",
+                404,
+            ),
+            (ApiError::InvalidVersion("1".into()), "InvalidVersion", 400),
+            (
+                ApiError::InvalidParameter("p".into()),
+                "InvalidParameter",
+                400,
+            ),
+            (
+                ApiError::BadRequest("b".into()),
+                "InvalidParameter.BadRequest",
+                400,
+            ),
+            (
+                ApiError::InvalidImageDownload("d".into()),
+                "InvalidImage.Download",
+                400,
+            ),
+            (
+                ApiError::InvalidImageFormat("f".into()),
+                "InvalidImage.Format",
+                400,
+            ),
+            (
+                ApiError::InvalidImageResolution("r".into()),
+                "InvalidImage.Resolution",
+                400,
+            ),
+            (
+                ApiError::InvalidImageSize("s".into()),
+                "InvalidImage.Size",
+                400,
+            ),
+            (ApiError::AlgoError("a".into()), "InternalError.Algo", 586),
+            (
+                ApiError::ServiceUnavailable("busy".into()),
+                "ServiceUnavailable",
+                503,
+            ),
+            (ApiError::Internal("oops".into()), "InternalError", 500),
+        ];
+        for (err, code, status) in rows {
+            assert_eq!(err.code(), code, "{err:?}");
+            assert_eq!(err.http_status(), status, "{err:?}");
+            assert!(!err.message().is_empty());
+        }
+    }
+
+    #[test]
+    fn signature_mismatch_message_splits_like_the_v1_sdk_expects() {
+        let sts = "POST&%2F&AccessKeyId%3DAKID";
+        let err = ApiError::SignatureDoesNotMatch {
+            string_to_sign: sts.into(),
+        };
+        // aliyun-python-sdk-core: `server_error_message.split(':')[1] == string_to_sign`
+        let msg = err.message();
+        let parts: Vec<&str> = msg.split(':').collect();
+        assert_eq!(parts.len(), 2);
+        assert_eq!(parts[1], sts);
+    }
+
+    #[test]
+    fn missing_parameter_message_names_it() {
+        let msg = ApiError::MissingParameter("SignatureNonce".into()).message();
+        assert!(msg.contains("\"SignatureNonce\""), "{msg}");
+    }
+}

@@ -1,0 +1,32 @@
+//! The API edge: everything between raw HTTP request parts and an authenticated call, and
+//! the bodies that go back. Framework-independent: plain strings, bytes and values in and
+//! out, so an axum (or any) handler can drive it and tests need no server.
+//!
+//! Typical handler flow:
+//! 1. `let headers = Headers::new(..); let params = Params::from_request(query, &headers, body)?;`
+//!    (V3 clients sign `host`: under HTTP/2 hyper keeps it in the URI authority, not the
+//!    header map, so add a `host` entry from there when the map has none);
+//! 2. `let format = ResponseFormat::from_params(&params);` (before auth, so errors honour it)
+//! 3. `let auth = authenticate(RequestParts { method, headers: &headers, params, body }, &keys, &nonces, SystemTime::now())?;`
+//! 4. dispatch on `auth.action` for tenant `auth.tenant_id()`;
+//! 5. render with [`render_success`] / [`render_error`], status from [`ApiError::http_status`],
+//!    content type from [`ResponseFormat::content_type`], a fresh [`new_request_id`] each time.
+//!
+//! Not here: routing, TLS, business parameter validation, storage, the model.
+
+pub mod auth;
+pub mod error;
+pub mod keys;
+pub mod nonce;
+pub mod params;
+pub mod response;
+
+pub use auth::{
+    authenticate, check_action, is_known_action, Authenticated, RequestParts, SignatureStyle,
+    API_VERSION, KNOWN_ACTIONS, TIMESTAMP_WINDOW_SECS,
+};
+pub use error::ApiError;
+pub use keys::{load_keys, load_keys_from_env, KeyPair, KeySource, KeyStore, LoadedKeys};
+pub use nonce::NonceCache;
+pub use params::{Headers, Param, ParamSource, Params, ParamsError};
+pub use response::{new_request_id, render_error, render_success, ResponseFormat};
