@@ -6,4 +6,6 @@
 
 pub mod cli;
 pub mod config;
+pub mod service;
+pub mod store;
 pub mod vision;
