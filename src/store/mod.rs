@@ -194,7 +194,7 @@ pub struct StoreOptions {
     pub max_images_per_db: Option<u64>,
 }
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StoreError {
     #[error("image database {0:?} already exists")]
     DbExists(String),

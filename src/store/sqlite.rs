@@ -7,17 +7,21 @@
 //! The database runs in WAL mode with `synchronous=FULL`: every committed transaction is
 //! appended to `imgsearch.db-wal` and the WAL is fsynced before `COMMIT` returns, so a write
 //! that returned `Ok` survives `kill -9` and power loss (on a disk that honours flushes).
-//! One fsync per transaction: one `add_image` costs one fsync; `add_images` amortises one over
-//! a batch. Checkpoints (WAL → main file) run automatically every ~1000 pages and also fsync.
-//! Opening after a crash runs no repair: SQLite replays or ignores the WAL tail by itself.
+//! One fsync per transaction, and adds use group commit: a committer thread takes all adds
+//! queued while the previous commit was being fsynced into one transaction, each in its own
+//! savepoint (a failing add is undone alone), and answers the callers only after `COMMIT`.
+//! An add that arrives alone is committed at once. `add_images` puts a whole batch in one
+//! transaction too. Checkpoints (WAL → main file) run automatically every ~1000 pages and also
+//! fsync. Opening after a crash runs no repair: SQLite replays or ignores the WAL tail itself.
 //!
 //! # Concurrency
 //! One writer connection behind a mutex (SQLite allows one writer anyway; serialising in the
-//! process avoids busy-waiting) and a small pool of read-only connections, which WAL lets read
-//! their own consistent snapshot while a write is in progress. `DataId`s are generated while
-//! the writer mutex is held, so id order is commit order: a keyset-paging reader never sees a
-//! new image appear *behind* its cursor. One process per data directory: a second process
-//! would have its own id generator (a clash fails the add on the primary key; nothing is lost).
+//! process avoids busy-waiting), used by the committer thread for adds and by the callers for
+//! the other writes, and a small pool of read-only connections, which WAL lets read their own
+//! consistent snapshot while a write is in progress. `DataId`s are generated while the writer
+//! mutex is held, so id order is commit order: a keyset-paging reader never sees a new image
+//! appear *behind* its cursor. One process per data directory: a second process would have its
+//! own id generator (a clash fails the add on the primary key; nothing is lost).
 //!
 //! # Schema
 //! Versioned with `PRAGMA user_version`; [`MIGRATIONS`] is applied in order in one transaction
@@ -25,7 +29,8 @@
 //! BLOBs in their own table, thumbnails in another, so listing reads neither.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{mpsc, Arc, Mutex, MutexGuard, PoisonError};
+use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rusqlite::types::Value;
@@ -109,7 +114,11 @@ const IMAGE_COLUMNS: &str = "data_id, entity_id, extra_data, image_url, created_
 pub struct SqliteStore {
     path: PathBuf,
     options: StoreOptions,
-    writer: Mutex<Writer>,
+    /// Shared with the committer thread; every write runs under this lock.
+    writer: Arc<Mutex<Writer>>,
+    /// Queue of the committer thread (group commit, see `add_images`); `None` only in `drop`.
+    adds: Option<mpsc::Sender<PendingAdd>>,
+    committer: Option<JoinHandle<()>>,
     idle_readers: Mutex<Vec<Connection>>,
 }
 
@@ -124,6 +133,17 @@ impl std::fmt::Debug for SqliteStore {
             .field("path", &self.path)
             .field("options", &self.options)
             .finish_non_exhaustive()
+    }
+}
+
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        // Closing the queue ends the committer once it has answered everything queued; wait
+        // for it so that the file is closed when the store is gone.
+        self.adds = None;
+        if let Some(committer) = self.committer.take() {
+            let _ = committer.join();
+        }
     }
 }
 
@@ -157,13 +177,24 @@ impl SqliteStore {
         configure_writer(&conn)?;
         migrate(&mut conn)?;
         let last = seed_data_id(&conn)?;
+        let writer = Arc::new(Mutex::new(Writer {
+            conn,
+            ids: DataIdGen { last },
+        }));
+        let (adds, queue) = mpsc::channel();
+        let committer = {
+            let writer = writer.clone();
+            std::thread::Builder::new()
+                .name("imgsearch-store-commit".into())
+                .spawn(move || run_committer(&writer, &options, &queue))
+                .map_err(|e| StoreError::Backend(format!("cannot start the commit thread: {e}")))?
+        };
         Ok(SqliteStore {
             path,
             options,
-            writer: Mutex::new(Writer {
-                conn,
-                ids: DataIdGen { last },
-            }),
+            writer,
+            adds: Some(adds),
+            committer: Some(committer),
             idle_readers: Mutex::new(Vec::new()),
         })
     }
@@ -174,9 +205,7 @@ impl SqliteStore {
     }
 
     fn writer(&self) -> MutexGuard<'_, Writer> {
-        // A panic while holding the lock left no half-done transaction (rusqlite rolls back
-        // on drop), so the connection is still good.
-        self.writer.lock().unwrap_or_else(PoisonError::into_inner)
+        lock(&self.writer)
     }
 
     /// Runs `f` on a read-only connection from the pool (opening one when none is idle) and
@@ -185,11 +214,7 @@ impl SqliteStore {
         &self,
         f: impl FnOnce(&mut Connection) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        let pooled = self
-            .idle_readers
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .pop();
+        let pooled = lock(&self.idle_readers).pop();
         let mut conn = match pooled {
             Some(conn) => conn,
             None => {
@@ -204,16 +229,19 @@ impl SqliteStore {
         let result = f(&mut conn);
         // A connection left inside a transaction (only after a bug) must not be reused.
         if conn.is_autocommit() {
-            let mut idle = self
-                .idle_readers
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
+            let mut idle = lock(&self.idle_readers);
             if idle.len() < MAX_IDLE_READERS {
                 idle.push(conn);
             }
         }
         result
     }
+}
+
+/// Locks, ignoring poisoning: a panic while a lock was held left no half-done transaction
+/// (rusqlite rolls back on drop) and no half-updated pool, so the data is good.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl From<rusqlite::Error> for StoreError {
@@ -523,6 +551,225 @@ fn raise_data_id_floor(conn: &Connection, ids: &DataIdGen) -> Result<(), StoreEr
     Ok(())
 }
 
+/// Checks what needs no database: non-empty, finite vectors of one length.
+fn check_embeddings(db: DbRef<'_>, images: &[NewImage<'_>]) -> Result<(), StoreError> {
+    let dim = images.first().map_or(0, |i| i.embedding.len());
+    for image in images {
+        if image.embedding.is_empty() {
+            return Err(StoreError::Invalid("an embedding is empty".into()));
+        }
+        if image.embedding.len() != dim {
+            return Err(StoreError::DimensionMismatch {
+                db: db.name.to_owned(),
+                expected: dim,
+                got: image.embedding.len(),
+            });
+        }
+        if !image.embedding.iter().all(|x| x.is_finite()) {
+            return Err(StoreError::Invalid(
+                "an embedding holds a NaN or infinite value".into(),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// One caller's `add_images`, waiting in the group-commit queue. Owns copies of the images
+/// (about 5 kB per 1280-d vector plus the thumbnail) because the committer thread, not the
+/// caller, writes them.
+struct PendingAdd {
+    tenant: String,
+    name: String,
+    images: Vec<OwnedImage>,
+    reply: mpsc::Sender<Result<Vec<ImageRecord>, StoreError>>,
+}
+
+struct OwnedImage {
+    entity_id: String,
+    extra_data: String,
+    image_url: String,
+    embedding: Vec<f32>,
+    thumbnail: Option<Vec<u8>>,
+}
+
+impl From<&NewImage<'_>> for OwnedImage {
+    fn from(i: &NewImage<'_>) -> Self {
+        OwnedImage {
+            entity_id: i.entity_id.to_owned(),
+            extra_data: i.extra_data.to_owned(),
+            image_url: i.image_url.to_owned(),
+            embedding: i.embedding.to_vec(),
+            thumbnail: i.thumbnail.map(<[u8]>::to_vec),
+        }
+    }
+}
+
+impl OwnedImage {
+    fn as_new(&self) -> NewImage<'_> {
+        NewImage {
+            entity_id: &self.entity_id,
+            extra_data: &self.extra_data,
+            image_url: &self.image_url,
+            embedding: &self.embedding,
+            thumbnail: self.thumbnail.as_deref(),
+        }
+    }
+}
+
+/// Adds one group commits at most, bounding a transaction's size and a caller's wait.
+const MAX_GROUP_IMAGES: usize = 256;
+
+/// The committer thread: waits for an add, gathers whatever else is queued, commits the group.
+/// Alone, an add is committed at once (no added latency); under load, the adds that arrive
+/// during one fsync go together in the next.
+fn run_committer(
+    writer: &Mutex<Writer>,
+    options: &StoreOptions,
+    queue: &mpsc::Receiver<PendingAdd>,
+) {
+    while let Ok(first) = queue.recv() {
+        let mut images = first.images.len();
+        let mut group = vec![first];
+        let mut writer = lock(writer);
+        // Adds queued meanwhile, also those that came while we waited for the writer lock.
+        while images < MAX_GROUP_IMAGES {
+            let Ok(next) = queue.try_recv() else { break };
+            images += next.images.len();
+            group.push(next);
+        }
+        // A panic (a bug) must not stop all future adds: its group's callers get an error
+        // (their reply senders are dropped) and the thread goes on.
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            commit_group(&mut writer, options, group)
+        }));
+    }
+}
+
+/// Commits a group of queued adds in one transaction and answers each caller. Each add of a
+/// group of several runs inside its own savepoint, so one that fails (no such database,
+/// wrong dimension, full) is undone alone and the others still commit. Replies are sent only
+/// after the commit, so nobody hears `Ok` before the group is durable.
+fn commit_group(writer: &mut Writer, options: &StoreOptions, group: Vec<PendingAdd>) {
+    let Writer { conn, ids } = writer;
+    let isolate = group.len() > 1;
+    let outcome = (|| -> Result<Vec<Result<Vec<ImageRecord>, StoreError>>, StoreError> {
+        let mut tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut results = Vec::with_capacity(group.len());
+        for pending in &group {
+            let db = DbRef::new(&pending.tenant, &pending.name);
+            let images: Vec<NewImage<'_>> = pending.images.iter().map(OwnedImage::as_new).collect();
+            if !isolate {
+                // A group of one needs no savepoint: its error rolls back the transaction.
+                results.push(Ok(insert_images(&tx, ids, options, db, &images)?));
+                continue;
+            }
+            let sp = tx.savepoint()?;
+            match insert_images(&sp, ids, options, db, &images) {
+                Ok(records) => {
+                    sp.commit()?;
+                    results.push(Ok(records));
+                }
+                Err(e) => {
+                    // Rolls back to the savepoint and releases it; if even that fails (the
+                    // error aborted the whole transaction), the group fails as a whole.
+                    sp.finish()?;
+                    results.push(Err(e));
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(results)
+    })();
+    match outcome {
+        Ok(results) => {
+            for (pending, result) in group.into_iter().zip(results) {
+                // A caller that gave up waiting is no error.
+                let _ = pending.reply.send(result);
+            }
+        }
+        Err(e) => {
+            for pending in group {
+                let _ = pending.reply.send(Err(e.clone()));
+            }
+        }
+    }
+}
+
+/// Inserts one caller's images inside the current transaction or savepoint.
+fn insert_images(
+    conn: &Connection,
+    ids: &mut DataIdGen,
+    options: &StoreOptions,
+    db: DbRef<'_>,
+    images: &[NewImage<'_>],
+) -> Result<Vec<ImageRecord>, StoreError> {
+    let row = require_db(conn, db)?;
+    let Some(first) = images.first() else {
+        return Ok(Vec::new());
+    };
+    let dim = first.embedding.len();
+    if let Some(expected) = row.info.dim {
+        if expected != dim {
+            return Err(StoreError::DimensionMismatch {
+                db: db.name.to_owned(),
+                expected,
+                got: dim,
+            });
+        }
+    }
+    let added = images.len() as u64;
+    if let Some(limit) = options.max_images_per_db {
+        if row.info.image_count.saturating_add(added) > limit {
+            return Err(StoreError::DbFull {
+                db: db.name.to_owned(),
+                limit,
+            });
+        }
+    }
+    let mut insert_image = conn.prepare_cached(
+        "INSERT INTO images(data_id, db_id, entity_id, extra_data, image_url,
+                            created_at, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
+    )?;
+    let mut insert_vec =
+        conn.prepare_cached("INSERT INTO image_vectors(data_id, vec) VALUES (?1, ?2)")?;
+    let mut insert_thumb =
+        conn.prepare_cached("INSERT INTO image_thumbnails(data_id, jpeg) VALUES (?1, ?2)")?;
+    let mut records = Vec::with_capacity(images.len());
+    let mut blob = Vec::new();
+    for image in images {
+        let data_id = ids.next(now_micros())?;
+        let created_at = now_millis();
+        let key = sql_id(data_id);
+        insert_image.execute(params![
+            key,
+            row.id,
+            image.entity_id,
+            image.extra_data,
+            image.image_url,
+            created_at
+        ])?;
+        encode_embedding(image.embedding, &mut blob);
+        insert_vec.execute(params![key, blob])?;
+        if let Some(jpeg) = image.thumbnail {
+            insert_thumb.execute(params![key, jpeg])?;
+        }
+        records.push(ImageRecord {
+            data_id,
+            entity_id: image.entity_id.to_owned(),
+            extra_data: image.extra_data.to_owned(),
+            image_url: image.image_url.to_owned(),
+            created_at,
+            updated_at: created_at,
+        });
+    }
+    conn.prepare_cached(
+        "UPDATE image_dbs SET image_count = image_count + ?1, dim = ?2 WHERE id = ?3",
+    )?
+    .execute(params![added as i64, dim as i64, row.id])?;
+    Ok(records)
+}
+
 impl ImageStore for SqliteStore {
     fn create_db(&self, db: DbRef<'_>) -> Result<DbInfo, StoreError> {
         if !is_valid_db_name(db.name) {
@@ -585,94 +832,27 @@ impl ImageStore for SqliteStore {
         db: DbRef<'_>,
         images: &[NewImage<'_>],
     ) -> Result<Vec<ImageRecord>, StoreError> {
-        let dim = images.first().map_or(0, |i| i.embedding.len());
-        for image in images {
-            if image.embedding.is_empty() {
-                return Err(StoreError::Invalid("an embedding is empty".into()));
-            }
-            if image.embedding.len() != dim {
-                return Err(StoreError::DimensionMismatch {
-                    db: db.name.to_owned(),
-                    expected: dim,
-                    got: image.embedding.len(),
-                });
-            }
-            if !image.embedding.iter().all(|x| x.is_finite()) {
-                return Err(StoreError::Invalid(
-                    "an embedding holds a NaN or infinite value".into(),
-                ));
-            }
-        }
-        let mut guard = self.writer();
-        let Writer { conn, ids } = &mut *guard;
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let row = require_db(&tx, db)?;
+        check_embeddings(db, images)?;
         if images.is_empty() {
-            return Ok(Vec::new());
+            // Nothing to commit; still answer DbNotFound for a missing database.
+            return self.with_reader(|conn| require_db(conn, db).map(|_| Vec::new()));
         }
-        if let Some(expected) = row.info.dim {
-            if expected != dim {
-                return Err(StoreError::DimensionMismatch {
-                    db: db.name.to_owned(),
-                    expected,
-                    got: dim,
-                });
-            }
-        }
-        let added = images.len() as u64;
-        if let Some(limit) = self.options.max_images_per_db {
-            if row.info.image_count.saturating_add(added) > limit {
-                return Err(StoreError::DbFull {
-                    db: db.name.to_owned(),
-                    limit,
-                });
-            }
-        }
-        let mut records = Vec::with_capacity(images.len());
-        {
-            let mut insert_image = tx.prepare_cached(
-                "INSERT INTO images(data_id, db_id, entity_id, extra_data, image_url,
-                                    created_at, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
-            )?;
-            let mut insert_vec =
-                tx.prepare_cached("INSERT INTO image_vectors(data_id, vec) VALUES (?1, ?2)")?;
-            let mut insert_thumb =
-                tx.prepare_cached("INSERT INTO image_thumbnails(data_id, jpeg) VALUES (?1, ?2)")?;
-            let mut blob = Vec::new();
-            for image in images {
-                let data_id = ids.next(now_micros())?;
-                let created_at = now_millis();
-                let key = sql_id(data_id);
-                insert_image.execute(params![
-                    key,
-                    row.id,
-                    image.entity_id,
-                    image.extra_data,
-                    image.image_url,
-                    created_at
-                ])?;
-                encode_embedding(image.embedding, &mut blob);
-                insert_vec.execute(params![key, blob])?;
-                if let Some(jpeg) = image.thumbnail {
-                    insert_thumb.execute(params![key, jpeg])?;
-                }
-                records.push(ImageRecord {
-                    data_id,
-                    entity_id: image.entity_id.to_owned(),
-                    extra_data: image.extra_data.to_owned(),
-                    image_url: image.image_url.to_owned(),
-                    created_at,
-                    updated_at: created_at,
-                });
-            }
-        }
-        tx.prepare_cached(
-            "UPDATE image_dbs SET image_count = image_count + ?1, dim = ?2 WHERE id = ?3",
-        )?
-        .execute(params![added as i64, dim as i64, row.id])?;
-        tx.commit()?;
-        Ok(records)
+        // Group commit: the committer thread takes every add queued while it was busy (with
+        // the previous fsync) into one transaction, so concurrent adds share an fsync.
+        let (reply, result) = mpsc::channel();
+        let pending = PendingAdd {
+            tenant: db.tenant.to_owned(),
+            name: db.name.to_owned(),
+            images: images.iter().map(OwnedImage::from).collect(),
+            reply,
+        };
+        let stopped = || StoreError::Backend("the store's commit thread has stopped".into());
+        self.adds
+            .as_ref()
+            .ok_or_else(stopped)?
+            .send(pending)
+            .map_err(|_| stopped())?;
+        result.recv().map_err(|_| stopped())?
     }
 
     fn delete_entity(&self, db: DbRef<'_>, entity_id: &str) -> Result<Vec<DataId>, StoreError> {

@@ -1012,7 +1012,7 @@ fn bench_add_throughput() {
     let v = emb(1, 1280);
     let thumb = vec![0x55u8; 6_000];
     let per_thread = 400;
-    for threads in [1usize, 4] {
+    for threads in [1usize, 4, 16] {
         let start = Instant::now();
         let handles: Vec<_> = (0..threads)
             .map(|t| {
@@ -1069,4 +1069,98 @@ fn bench_add_throughput() {
         set.len(),
         start.elapsed().as_secs_f64() * 1e3
     );
+}
+
+#[test]
+fn group_commit_undoes_only_the_failing_adds() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open_with(
+        dir.path(),
+        StoreOptions {
+            max_images_per_db: Some(3),
+        },
+    )
+    .unwrap();
+    let db = DbRef::new("t", "default");
+    store.create_db(db).unwrap();
+    let v = emb(1, DIM);
+    store.add_image(db, &img("first", &v)).unwrap();
+    let short = emb(1, DIM - 1);
+
+    let mut receivers = Vec::new();
+    let mut group = Vec::new();
+    let cases: [(&str, Vec<NewImage<'_>>); 5] = [
+        ("default", vec![img("ok1", &v)]),
+        ("default", vec![img("bad_dim", &short)]),
+        ("missing", vec![img("no_db", &v)]),
+        ("default", vec![img("ok2", &v), img("too_many", &v)]),
+        ("default", vec![img("ok3", &v)]),
+    ];
+    for (name, images) in &cases {
+        let (reply, rx) = mpsc::channel();
+        receivers.push(rx);
+        group.push(PendingAdd {
+            tenant: "t".into(),
+            name: (*name).into(),
+            images: images.iter().map(OwnedImage::from).collect(),
+            reply,
+        });
+    }
+    commit_group(&mut store.writer(), &store.options, group);
+    let results: Vec<Result<Vec<ImageRecord>, StoreError>> =
+        receivers.iter().map(|rx| rx.recv().unwrap()).collect();
+    assert!(results[0].is_ok());
+    assert!(matches!(
+        results[1],
+        Err(StoreError::DimensionMismatch { .. })
+    ));
+    assert!(matches!(results[2], Err(StoreError::DbNotFound(_))));
+    assert!(
+        matches!(results[3], Err(StoreError::DbFull { limit: 3, .. })),
+        "all or nothing per caller"
+    );
+    assert!(results[4].is_ok());
+    let entities: Vec<String> = list_all(&store, db, Order::Asc, None)
+        .into_iter()
+        .map(|r| r.entity_id)
+        .collect();
+    assert_eq!(entities, ["first", "ok1", "ok3"]);
+    assert_eq!(store.get_db(db).unwrap().unwrap().image_count, 3);
+}
+
+#[test]
+fn concurrent_adds_are_all_stored_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(open(dir.path()));
+    let db = DbRef::new("t", "default");
+    store.create_db(db).unwrap();
+    let threads: Vec<_> = (0..8)
+        .map(|t| {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                let v = emb(t, DIM);
+                (0..40)
+                    .map(|i| {
+                        let e = format!("t{t}_{i}");
+                        let rec = store.add_image(db, &img(&e, &v)).unwrap();
+                        assert_eq!(rec.entity_id, e, "each caller gets its own record");
+                        rec.data_id
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let mut ids: Vec<DataId> = threads
+        .into_iter()
+        .flat_map(|h| h.join().unwrap())
+        .collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 320);
+    let listed: Vec<DataId> = list_all(&store, db, Order::Asc, None)
+        .iter()
+        .map(|r| r.data_id)
+        .collect();
+    assert_eq!(listed, ids);
+    assert_eq!(store.get_db(db).unwrap().unwrap().image_count, 320);
 }
