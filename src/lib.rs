@@ -7,4 +7,6 @@
 pub mod api;
 pub mod cli;
 pub mod config;
+pub mod service;
+pub mod store;
 pub mod vision;

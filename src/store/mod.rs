@@ -1,0 +1,394 @@
+//! Persistence of the tenants' image databases, behind a narrow backend-neutral trait.
+//!
+//! What lives here: the [`ImageStore`] trait the service layer calls, the plain record types
+//! it speaks in, the [`StoreError`] enum, and the one backend we ship today
+//! ([`sqlite::SqliteStore`]). A later PostgreSQL + pgvector backend implements the same trait;
+//! nothing in this file names SQLite, so the API and service layers never need to change.
+//!
+//! What does not live here: parameter validation with API error messages (the API layer owns
+//! those; the store only re-checks invariants it relies on), image decoding and thumbnails
+//! (the caller hands finished JPEG bytes in), vector search (the in-memory index is built from
+//! [`ImageStore::for_each_embedding`] and kept in step by the service), and continuation
+//! tokens (`service::list_token`; the store only understands a plain "after this data id").
+//!
+//! All methods are synchronous and may block on disk I/O (an `add_image` waits for an fsync):
+//! async callers go through `tokio::task::spawn_blocking`.
+
+pub mod sqlite;
+
+pub use sqlite::SqliteStore;
+
+use std::fmt;
+use std::str::FromStr;
+
+/// Names one image database: databases are unique per tenant (access key id), not globally.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct DbRef<'a> {
+    /// The tenant: the AccessKeyId the request was signed with.
+    pub tenant: &'a str,
+    /// The database name (`DbName` / `Name` in the API).
+    pub name: &'a str,
+}
+
+impl<'a> DbRef<'a> {
+    pub fn new(tenant: &'a str, name: &'a str) -> Self {
+        DbRef { tenant, name }
+    }
+}
+
+/// The server-generated id of one image, `DataId` in the API.
+///
+/// It is a microsecond timestamp (16 decimal digits today, like the public examples
+/// `1585903814940000`), made strictly increasing by the store, so ordering by `DataId` is
+/// ordering by creation. It is globally unique within one store, not just within a database.
+/// Kept as an integer so the search index can hold ids without one allocation per vector;
+/// `Display`/`FromStr` give the API's string form.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct DataId(u64);
+
+impl DataId {
+    /// The largest id any backend can store (SQLite INTEGER and PostgreSQL BIGINT are i64).
+    pub const MAX: u64 = i64::MAX as u64;
+
+    /// `None` for values above [`DataId::MAX`].
+    pub fn from_u64(value: u64) -> Option<Self> {
+        (value <= Self::MAX).then_some(DataId(value))
+    }
+
+    pub fn as_u64(self) -> u64 {
+        self.0
+    }
+}
+
+impl fmt::Display for DataId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Zero-padded so that string order equals numeric order for every id we generate.
+        write!(f, "{:016}", self.0)
+    }
+}
+
+/// A `DataId` string that is not one this server could have issued.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("not a valid DataId")]
+pub struct ParseDataIdError;
+
+impl FromStr for DataId {
+    type Err = ParseDataIdError;
+
+    /// Accepts only the canonical form `Display` produces, so one id has one spelling.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.is_empty() || s.len() > 19 || !s.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(ParseDataIdError);
+        }
+        let value: u64 = s.parse().map_err(|_| ParseDataIdError)?;
+        let id = DataId::from_u64(value).ok_or(ParseDataIdError)?;
+        if id.to_string() != s {
+            return Err(ParseDataIdError);
+        }
+        Ok(id)
+    }
+}
+
+/// Listing order: by creation time, which is `DataId` order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Order {
+    Asc,
+    Desc,
+}
+
+/// One image database as the store sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DbInfo {
+    pub tenant: String,
+    pub name: String,
+    /// Epoch milliseconds.
+    pub created_at: i64,
+    /// Images currently stored (kept exact, transactionally, not estimated).
+    pub image_count: u64,
+    /// Dimension shared by every embedding in the database; `None` while it is empty.
+    pub dim: Option<usize>,
+}
+
+/// What the caller supplies to add one image; the store assigns `data_id` and the times.
+#[derive(Clone, Copy, Debug)]
+pub struct NewImage<'a> {
+    pub entity_id: &'a str,
+    /// Free text, up to 512 characters (checked by the API layer), may be empty.
+    pub extra_data: &'a str,
+    pub image_url: &'a str,
+    /// The feature vector; every vector in one database must have the same length.
+    pub embedding: &'a [f32],
+    /// A small JPEG made by the caller; stored apart from the record so that listing and
+    /// searching never read it.
+    pub thumbnail: Option<&'a [u8]>,
+}
+
+/// One stored image without its embedding and thumbnail.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ImageRecord {
+    pub data_id: DataId,
+    pub entity_id: String,
+    pub extra_data: String,
+    pub image_url: String,
+    /// Epoch milliseconds.
+    pub created_at: i64,
+    /// Epoch milliseconds; equal to `created_at` until images can be modified.
+    pub updated_at: i64,
+}
+
+/// A ListImages query. `after` (keyset paging) and `offset` combine: skip `offset` matching
+/// records that come after `after` in `order`, then return up to `limit`.
+#[derive(Clone, Copy, Debug)]
+pub struct ListQuery<'a> {
+    pub order: Order,
+    /// Only entities whose id starts with this; `None` and `Some("")` both mean no filter.
+    /// Matched literally (`_` and `%` are ordinary characters).
+    pub entity_id_prefix: Option<&'a str>,
+    /// Only records strictly after this id in `order` (the continuation point).
+    pub after: Option<DataId>,
+    pub offset: u64,
+    pub limit: u32,
+}
+
+/// One page of a ListImages query.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ImagePage {
+    pub images: Vec<ImageRecord>,
+    /// Records matching the prefix filter in the whole database (ignores `after`, `offset`
+    /// and `limit`), read in the same snapshot as `images`.
+    pub total_count: u64,
+    /// Whether more matching records follow this page: the API issues a token only then.
+    pub has_more: bool,
+}
+
+/// All embeddings of one database in one contiguous buffer: vector `i` is
+/// `vectors[i * dim..(i + 1) * dim]` and belongs to `ids[i]`; ids ascend.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct EmbeddingSet {
+    pub dim: usize,
+    pub ids: Vec<DataId>,
+    pub vectors: Vec<f32>,
+}
+
+impl EmbeddingSet {
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+
+    /// The vector of `ids[i]`; `None` when `i` is out of range.
+    pub fn vector(&self, i: usize) -> Option<&[f32]> {
+        let start = i.checked_mul(self.dim)?;
+        self.vectors.get(start..start.checked_add(self.dim)?)
+    }
+}
+
+/// Settings every backend honours.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StoreOptions {
+    /// Refuse adds beyond this many images per database (the public service caps at 50,000).
+    /// Checked inside the add transaction, so concurrent adds cannot overshoot it.
+    pub max_images_per_db: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    #[error("image database {0:?} already exists")]
+    DbExists(String),
+    #[error("image database {0:?} does not exist")]
+    DbNotFound(String),
+    #[error("image database {db:?} is full: it holds {limit} images, the configured maximum")]
+    DbFull { db: String, limit: u64 },
+    #[error(
+        "the embedding has {got} dimensions but image database {db:?} holds \
+         {expected}-dimensional vectors"
+    )]
+    DimensionMismatch {
+        db: String,
+        expected: usize,
+        got: usize,
+    },
+    /// An argument the API layer should already have rejected.
+    #[error("invalid argument: {0}")]
+    Invalid(String),
+    /// The store was written by a newer imgsearch; opening it could damage it.
+    #[error(
+        "the store's schema version is {found} but this build of imgsearch supports at most \
+         {supported}; upgrade imgsearch (the data was left untouched)"
+    )]
+    SchemaTooNew { found: i64, supported: i64 },
+    /// Stored data that breaks an invariant: a bad embedding blob, a foreign file, etc.
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    /// The disk or file system failed (full, unwritable, unreadable).
+    #[error("storage I/O error: {0}")]
+    Io(String),
+    /// Any other failure of the backend.
+    #[error("storage backend error: {0}")]
+    Backend(String),
+}
+
+/// Whether `name` is a valid database name: lower-case ASCII letters, digits and `_`,
+/// 2 to 64 characters. The one definition of the rule; `create_db` enforces it.
+pub fn is_valid_db_name(name: &str) -> bool {
+    (2..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+}
+
+/// Persistence for image databases. Implementations are shared between threads and must make
+/// every mutating method atomic: it happens entirely or not at all, also across a crash.
+/// A method that returned `Ok` for a write has made it durable.
+pub trait ImageStore: Send + Sync {
+    /// Creates an empty database. `DbExists` when the tenant already has one of that name,
+    /// `Invalid` when the name breaks [`is_valid_db_name`].
+    fn create_db(&self, db: DbRef<'_>) -> Result<DbInfo, StoreError>;
+
+    /// The database with its image count, or `None` when the tenant has none of that name.
+    fn get_db(&self, db: DbRef<'_>) -> Result<Option<DbInfo>, StoreError>;
+
+    /// The tenant's databases, by name.
+    fn list_dbs(&self, tenant: &str) -> Result<Vec<DbInfo>, StoreError>;
+
+    /// Every database of every tenant, by tenant then name (for building indexes at start-up).
+    fn list_all_dbs(&self) -> Result<Vec<DbInfo>, StoreError>;
+
+    /// Deletes the database with all its images, embeddings and thumbnails, atomically and
+    /// irreversibly. `DbNotFound` when there is none.
+    fn delete_db(&self, db: DbRef<'_>) -> Result<(), StoreError>;
+
+    /// Adds images in one transaction: all are stored or none is. Each gets a fresh `DataId`,
+    /// increasing in slice order and greater than every id this store issued before.
+    /// Errors: `DbNotFound`, `DimensionMismatch` (also between the images of one call),
+    /// `DbFull`, `Invalid` (empty embedding).
+    fn add_images(
+        &self,
+        db: DbRef<'_>,
+        images: &[NewImage<'_>],
+    ) -> Result<Vec<ImageRecord>, StoreError>;
+
+    /// Adds one image with its thumbnail, atomically; see [`ImageStore::add_images`].
+    fn add_image(&self, db: DbRef<'_>, image: &NewImage<'_>) -> Result<ImageRecord, StoreError> {
+        self.add_images(db, std::slice::from_ref(image))?
+            .pop()
+            .ok_or_else(|| StoreError::Backend("add_images returned no record".into()))
+    }
+
+    /// Deletes every image of the entity and returns their ids, ascending (empty when the
+    /// entity has none), so the caller can drop them from the search index.
+    fn delete_entity(&self, db: DbRef<'_>, entity_id: &str) -> Result<Vec<DataId>, StoreError>;
+
+    /// One page of records, with the total count, from one consistent snapshot.
+    fn list_images(&self, db: DbRef<'_>, query: &ListQuery<'_>) -> Result<ImagePage, StoreError>;
+
+    /// The records of these ids, in the order given; ids not in the database (deleted since,
+    /// or never there) are left out.
+    fn get_images(&self, db: DbRef<'_>, ids: &[DataId]) -> Result<Vec<ImageRecord>, StoreError>;
+
+    /// The thumbnail of one image; `None` when the image is not in the database or has none.
+    fn get_thumbnail(&self, db: DbRef<'_>, id: DataId) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// Calls `visit` with every (data id, embedding) of the database in ascending id order,
+    /// from one snapshot, reusing one buffer (no allocation per vector). Returns the number
+    /// visited. A stored vector of the wrong size is `Corrupt`.
+    fn for_each_embedding(
+        &self,
+        db: DbRef<'_>,
+        visit: &mut dyn FnMut(DataId, &[f32]),
+    ) -> Result<u64, StoreError>;
+
+    /// All embeddings of the database in one contiguous buffer (two allocations in total,
+    /// sized from the image count up front).
+    fn load_embeddings(&self, db: DbRef<'_>) -> Result<EmbeddingSet, StoreError> {
+        let info = self
+            .get_db(db)?
+            .ok_or_else(|| StoreError::DbNotFound(db.name.to_owned()))?;
+        let count = usize::try_from(info.image_count).unwrap_or(0);
+        let mut set = EmbeddingSet {
+            dim: info.dim.unwrap_or(0),
+            ids: Vec::with_capacity(count),
+            vectors: Vec::with_capacity(count.saturating_mul(info.dim.unwrap_or(0))),
+        };
+        let mut mismatch = None;
+        self.for_each_embedding(db, &mut |id, v| {
+            if set.ids.is_empty() {
+                set.dim = v.len();
+            }
+            if v.len() != set.dim {
+                mismatch.get_or_insert((id, v.len()));
+                return;
+            }
+            set.ids.push(id);
+            set.vectors.extend_from_slice(v);
+        })?;
+        if let Some((id, got)) = mismatch {
+            return Err(StoreError::Corrupt(format!(
+                "embedding of {id} has {got} dimensions, others have {}",
+                set.dim
+            )));
+        }
+        Ok(set)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn data_id_string_form_round_trips_and_is_canonical() {
+        let id = DataId::from_u64(1_585_903_814_940_000).unwrap();
+        assert_eq!(id.to_string(), "1585903814940000");
+        assert_eq!("1585903814940000".parse::<DataId>(), Ok(id));
+        let small = DataId::from_u64(42).unwrap();
+        assert_eq!(small.to_string(), "0000000000000042");
+        assert_eq!("0000000000000042".parse::<DataId>(), Ok(small));
+        for bad in [
+            "",
+            "42",
+            "+1585903814940000",
+            " 1585903814940000",
+            "1585903814940000x",
+        ] {
+            assert!(bad.parse::<DataId>().is_err(), "{bad:?} must not parse");
+        }
+        assert!(
+            "9223372036854775808".parse::<DataId>().is_err(),
+            "above i64::MAX"
+        );
+        assert!(DataId::from_u64(u64::MAX).is_none());
+    }
+
+    #[test]
+    fn db_name_rule() {
+        for good in ["ab", "default", "a_1", &"x".repeat(64)] {
+            assert!(is_valid_db_name(good), "{good:?}");
+        }
+        for bad in ["a", "Default", "a-b", "a b", "é1", &"x".repeat(65), ""] {
+            assert!(!is_valid_db_name(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn the_trait_is_usable_as_a_shared_object() {
+        // The server holds the store as Arc<dyn ImageStore> and moves it into spawn_blocking.
+        fn assert_send_sync_static<T: Send + Sync + 'static>() {}
+        assert_send_sync_static::<std::sync::Arc<dyn ImageStore>>();
+        assert_send_sync_static::<SqliteStore>();
+    }
+
+    #[test]
+    fn embedding_set_vector_slices() {
+        let set = EmbeddingSet {
+            dim: 2,
+            ids: vec![DataId(1), DataId(2)],
+            vectors: vec![1.0, 2.0, 3.0, 4.0],
+        };
+        assert_eq!(set.vector(1), Some(&[3.0, 4.0][..]));
+        assert_eq!(set.vector(2), None);
+    }
+}
