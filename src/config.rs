@@ -22,7 +22,12 @@ pub struct ModelConfig {
     #[arg(long, env = "IMGSEARCH_MAX_BATCH", default_value_t = 8, global = true)]
     pub max_batch: usize,
     /// How long (ms) a request waits for others to share its inference batch.
-    #[arg(long, env = "IMGSEARCH_BATCH_WINDOW_MS", default_value_t = 2, global = true)]
+    #[arg(
+        long,
+        env = "IMGSEARCH_BATCH_WINDOW_MS",
+        default_value_t = 2,
+        global = true
+    )]
     pub batch_window_ms: u64,
 }
 

@@ -53,16 +53,23 @@ pub fn run(config: &ModelConfig, command: BenchCommand) -> anyhow::Result<ExitCo
 fn embed(config: &ModelConfig, b: EmbedBench) -> anyhow::Result<ExitCode> {
     let files = config.files()?;
     let graph = build_graph(&files.weights)?;
-    let graph_path = std::env::temp_dir().join(format!("imgsearch-bench-{}.onnx", std::process::id()));
+    let graph_path =
+        std::env::temp_dir().join(format!("imgsearch-bench-{}.onnx", std::process::id()));
     std::fs::write(&graph_path, &graph)?;
     let peer_python = if b.no_peer {
         None
     } else {
-        let p = b.peer_python.clone().unwrap_or_else(|| repo_root().join(".cache/bench-venv/bin/python"));
+        let p = b
+            .peer_python
+            .clone()
+            .unwrap_or_else(|| repo_root().join(".cache/bench-venv/bin/python"));
         if p.is_file() {
             Some(p)
         } else {
-            eprintln!("note: no ONNX Runtime peer ({} missing; run scripts/bench.sh)", p.display());
+            eprintln!(
+                "note: no ONNX Runtime peer ({} missing; run scripts/bench.sh)",
+                p.display()
+            );
             None
         }
     };
@@ -70,7 +77,14 @@ fn embed(config: &ModelConfig, b: EmbedBench) -> anyhow::Result<ExitCode> {
     let mut rows = Vec::new();
     for &t in &b.threads {
         // Network alone, batch 1, ONNX Runtime's default spinning on both sides.
-        let mut model = EfficientNet::from_onnx(&files.onnxruntime, &graph, ModelOptions { intra_threads: t, spinning: true })?;
+        let mut model = EfficientNet::from_onnx(
+            &files.onnxruntime,
+            &graph,
+            ModelOptions {
+                intra_threads: t,
+                spinning: true,
+            },
+        )?;
         let ours = network_alone(&mut model, b.seconds)?;
         drop(model);
         let peer = match &peer_python {
@@ -91,12 +105,18 @@ fn embed(config: &ModelConfig, b: EmbedBench) -> anyhow::Result<ExitCode> {
         rows.push(row);
     }
     let _ = std::fs::remove_file(&graph_path);
-    println!("| threads | network alone (img/s) | ONNX Runtime (img/s) | ratio | end-to-end (img/s) |");
+    println!(
+        "| threads | network alone (img/s) | ONNX Runtime (img/s) | ratio | end-to-end (img/s) |"
+    );
     println!("|---|---|---|---|---|");
     for r in &rows {
         println!(
             "| {} | {} | {} | {} | {} |",
-            r["threads"], r["network_img_s"], r["onnxruntime_img_s"], r["ratio"], r["end_to_end_img_s"]
+            r["threads"],
+            r["network_img_s"],
+            r["onnxruntime_img_s"],
+            r["ratio"],
+            r["end_to_end_img_s"]
         );
     }
     println!("{}", json!({"bench": "embed", "rows": rows}));
@@ -126,7 +146,9 @@ fn list_images(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
 
 /// Batch-1 inference on a fixed input for `seconds`, after a warm-up.
 fn network_alone(model: &mut EfficientNet, seconds: f64) -> anyhow::Result<f64> {
-    let input: Vec<f32> = (0..INPUT_LEN).map(|i| ((i * 7919) % 255) as f32 / 128.0 - 1.0).collect();
+    let input: Vec<f32> = (0..INPUT_LEN)
+        .map(|i| ((i * 7919) % 255) as f32 / 128.0 - 1.0)
+        .collect();
     for _ in 0..10 {
         model.run(&input, 1)?;
     }
@@ -141,7 +163,12 @@ fn network_alone(model: &mut EfficientNet, seconds: f64) -> anyhow::Result<f64> 
 
 const PEER_SCRIPT: &str = include_str!("../../scripts/ort_peer.py");
 
-fn peer_network_alone(python: &Path, graph: &Path, threads: usize, seconds: f64) -> anyhow::Result<f64> {
+fn peer_network_alone(
+    python: &Path,
+    graph: &Path,
+    threads: usize,
+    seconds: f64,
+) -> anyhow::Result<f64> {
     let out = Command::new(python)
         .arg("-c")
         .arg(PEER_SCRIPT)
@@ -151,10 +178,15 @@ fn peer_network_alone(python: &Path, graph: &Path, threads: usize, seconds: f64)
         .output()
         .with_context(|| format!("running {}", python.display()))?;
     if !out.status.success() {
-        bail!("ONNX Runtime peer failed: {}", String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "ONNX Runtime peer failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).context("peer output")?;
-    v["img_per_s"].as_f64().context("peer output lacks img_per_s")
+    v["img_per_s"]
+        .as_f64()
+        .context("peer output lacks img_per_s")
 }
 
 /// All of `images` through decode threads + batcher; returns (img/s, top-1 accuracy when
@@ -166,26 +198,42 @@ fn end_to_end(
     images: &[PathBuf],
     threads: usize,
 ) -> anyhow::Result<(f64, Option<f64>)> {
-    let model = EfficientNet::from_onnx(lib, graph, ModelOptions { intra_threads: threads, spinning: false })?;
+    let model = EfficientNet::from_onnx(
+        lib,
+        graph,
+        ModelOptions {
+            intra_threads: threads,
+            spinning: false,
+        },
+    )?;
     let batcher = EmbeddingBatcher::start(
         model,
-        BatcherConfig { queue_capacity: 64, ..config.batcher(64) },
+        BatcherConfig {
+            queue_capacity: 64,
+            ..config.batcher(64)
+        },
     );
     let wnids = wnid_ranks(images);
     let start = Instant::now();
     let (mut ok, mut correct, mut labelled) = (0usize, 0usize, 0usize);
-    run_files(images, &batcher, threads, &DecodeLimits::default(), |i, path, r| match r {
-        Ok(inf) => {
-            ok += 1;
-            if let Some(want) = wnids.get(i).copied().flatten() {
-                labelled += 1;
-                if top_k(&inf.logits, 1)[0].0 == want {
-                    correct += 1;
+    run_files(
+        images,
+        &batcher,
+        threads,
+        &DecodeLimits::default(),
+        |i, path, r| match r {
+            Ok(inf) => {
+                ok += 1;
+                if let Some(want) = wnids.get(i).copied().flatten() {
+                    labelled += 1;
+                    if top_k(&inf.logits, 1)[0].0 == want {
+                        correct += 1;
+                    }
                 }
             }
-        }
-        Err(e) => eprintln!("{}: {e}", path.display()),
-    });
+            Err(e) => eprintln!("{}: {e}", path.display()),
+        },
+    );
     let rate = ok as f64 / start.elapsed().as_secs_f64();
     let top1 = (labelled == images.len()).then(|| correct as f64 / labelled as f64);
     Ok((rate, top1))
@@ -204,5 +252,8 @@ fn wnid_ranks(images: &[PathBuf]) -> Vec<Option<usize>> {
     if all.len() != 1000 {
         return vec![None; images.len()];
     }
-    images.iter().map(|p| wnid(p).and_then(|w| all.binary_search(&w).ok())).collect()
+    images
+        .iter()
+        .map(|p| wnid(p).and_then(|w| all.binary_search(&w).ok()))
+        .collect()
 }

@@ -27,28 +27,34 @@ pub fn run(config: &ModelConfig, images: &[PathBuf], output: Output) -> anyhow::
     let mut out = std::io::BufWriter::new(stdout.lock());
     let mut failures = 0usize;
     let mut write_error = None;
-    run_files(images, &batcher, decode_threads, &DecodeLimits::default(), |_, path, result| {
-        let line = match result {
-            Ok(inference) => match output {
-                Output::Embedding => json!({"file": path, "embedding": inference.embedding}),
-                Output::Classes { top } => {
-                    let classes: Vec<_> = top_k(&inference.logits, top)
+    run_files(
+        images,
+        &batcher,
+        decode_threads,
+        &DecodeLimits::default(),
+        |_, path, result| {
+            let line = match result {
+                Ok(inference) => match output {
+                    Output::Embedding => json!({"file": path, "embedding": inference.embedding}),
+                    Output::Classes { top } => {
+                        let classes: Vec<_> = top_k(&inference.logits, top)
                         .into_iter()
                         .map(|(class, prob)| json!({"class": class, "label": label(class), "prob": prob}))
                         .collect();
-                    json!({"file": path, "top5": classes})
+                        json!({"file": path, "top5": classes})
+                    }
+                },
+                Err(e) => {
+                    failures += 1;
+                    eprintln!("{}: {e}", path.display());
+                    return;
                 }
-            },
-            Err(e) => {
-                failures += 1;
-                eprintln!("{}: {e}", path.display());
-                return;
+            };
+            if let Err(e) = writeln!(out, "{line}") {
+                write_error.get_or_insert(e);
             }
-        };
-        if let Err(e) = writeln!(out, "{line}") {
-            write_error.get_or_insert(e);
-        }
-    });
+        },
+    );
     out.flush()?;
     if let Some(e) = write_error {
         return Err(e.into());

@@ -12,7 +12,11 @@ use clap::{Parser, Subcommand};
 use crate::config::ModelConfig;
 
 #[derive(Debug, Parser)]
-#[command(name = "imgsearch", version, about = "Self-hosted image search (imgsearch 2020-03-20 API)")]
+#[command(
+    name = "imgsearch",
+    version,
+    about = "Self-hosted image search (imgsearch 2020-03-20 API)"
+)]
 pub struct Cli {
     #[command(flatten)]
     pub model: ModelConfig,

@@ -150,7 +150,8 @@ impl EmbeddingBatcher {
         }
         let tx = self.tx.as_ref().ok_or(EmbedError::Stopped)?;
         let (reply, rx) = oneshot::channel();
-        tx.send(Job { input, reply }).map_err(|_| EmbedError::Stopped)?;
+        tx.send(Job { input, reply })
+            .map_err(|_| EmbedError::Stopped)?;
         self.stats.queued.fetch_add(1, Ordering::Relaxed);
         Ok(Ticket(rx))
     }
@@ -171,7 +172,12 @@ impl Drop for EmbeddingBatcher {
     }
 }
 
-fn inference_loop(mut model: EfficientNet, rx: Receiver<Job>, config: BatcherConfig, stats: &BatcherStats) {
+fn inference_loop(
+    mut model: EfficientNet,
+    rx: Receiver<Job>,
+    config: BatcherConfig,
+    stats: &BatcherStats,
+) {
     let mut jobs: Vec<Job> = Vec::with_capacity(config.max_batch);
     let mut input: Vec<f32> = Vec::with_capacity(config.max_batch * INPUT_LEN);
     while let Ok(first) = rx.recv() {

@@ -32,7 +32,11 @@ pub enum ModelError {
     #[error("ONNX Runtime failed: {0}")]
     Inference(String),
     #[error("input holds {got} floats, expected {want} for a batch of {batch}")]
-    InputShape { got: usize, want: usize, batch: usize },
+    InputShape {
+        got: usize,
+        want: usize,
+        batch: usize,
+    },
 }
 
 impl From<ort::Error> for ModelError {
@@ -52,7 +56,10 @@ impl ModelFiles {
     /// Explicit paths win; otherwise the repo's `.cache/` is searched next to the
     /// executable (target/{profile}/imgsearch → repo), in the working directory and in the
     /// source tree the binary was built from.
-    pub fn locate(weights: Option<PathBuf>, onnxruntime: Option<PathBuf>) -> Result<Self, ModelError> {
+    pub fn locate(
+        weights: Option<PathBuf>,
+        onnxruntime: Option<PathBuf>,
+    ) -> Result<Self, ModelError> {
         let caches = cache_dirs();
         let find = |explicit: Option<PathBuf>, rel: &str, what: &'static str| {
             if let Some(p) = explicit {
@@ -110,7 +117,10 @@ fn runtime(lib: &Path) -> Result<ort::environment::Environment, ModelError> {
     static ENV: OnceLock<Result<ort::environment::Environment, String>> = OnceLock::new();
     let env = ENV.get_or_init(|| {
         let builder = ort::init_from(lib).map_err(|e| e.to_string())?;
-        builder.with_name("imgsearch").build().map_err(|e| e.to_string())
+        builder
+            .with_name("imgsearch")
+            .build()
+            .map_err(|e| e.to_string())
     });
     env.clone().map_err(|reason| ModelError::Runtime {
         path: lib.display().to_string(),
@@ -118,8 +128,8 @@ fn runtime(lib: &Path) -> Result<ort::environment::Environment, ModelError> {
     })
 }
 
-/// Session settings.
-#[derive(Debug, Clone, Copy)]
+/// Session settings; the default is one thread per core, no spinning.
+#[derive(Debug, Clone, Copy, Default)]
 pub struct ModelOptions {
     /// ONNX Runtime intra-op threads (0 = one per core).
     pub intra_threads: usize,
@@ -128,14 +138,6 @@ pub struct ModelOptions {
     pub spinning: bool,
 }
 
-impl Default for ModelOptions {
-    fn default() -> Self {
-        Self {
-            intra_threads: 0,
-            spinning: false,
-        }
-    }
-}
 
 /// Per-image outputs of one batch, row-major: `features` is batch×1280, `logits` batch×1000.
 #[derive(Debug, Clone, Default)]
@@ -264,6 +266,9 @@ mod tests {
     fn missing_files_say_how_to_get_them() {
         let err = ModelFiles::locate(Some("/nonexistent/w.pth".into()), None).unwrap_err();
         let msg = err.to_string();
-        assert!(msg.contains("/nonexistent/w.pth") && msg.contains("scripts/setup.sh"), "{msg}");
+        assert!(
+            msg.contains("/nonexistent/w.pth") && msg.contains("scripts/setup.sh"),
+            "{msg}"
+        );
     }
 }

@@ -164,7 +164,18 @@ pub fn build_efficientnet_lite0(ckpt: &Checkpoint) -> Result<Vec<u8>, WeightsErr
     let mut size = INPUT_SIZE;
 
     // Stem.
-    (x, size) = g.conv_bn(ckpt, &x, size, "_conv_stem", "_bn0", 3, STEM_CHANNELS, 3, 2, 1)?;
+    (x, size) = g.conv_bn(
+        ckpt,
+        &x,
+        size,
+        "_conv_stem",
+        "_bn0",
+        3,
+        STEM_CHANNELS,
+        3,
+        2,
+        1,
+    )?;
     x = g.relu6(&x);
 
     let mut channels = STEM_CHANNELS;
@@ -228,7 +239,18 @@ pub fn build_efficientnet_lite0(ckpt: &Checkpoint) -> Result<Vec<u8>, WeightsErr
     }
 
     // Head, pooling, classifier.
-    (x, _) = g.conv_bn(ckpt, &x, size, "_conv_head", "_bn1", channels, FEATURE_DIM, 1, 1, 1)?;
+    (x, _) = g.conv_bn(
+        ckpt,
+        &x,
+        size,
+        "_conv_head",
+        "_bn1",
+        channels,
+        FEATURE_DIM,
+        1,
+        1,
+        1,
+    )?;
     x = g.relu6(&x);
     let pooled = g.node("GlobalAveragePool", vec![x], vec![]);
     g.named_node(

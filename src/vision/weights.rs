@@ -213,11 +213,17 @@ fn gather(name: &str, view: &TensorView, raw: &[u8]) -> Result<Tensor, WeightsEr
             return Err(out_of_bounds());
         }
     }
-    let read = |i: usize| f32::from_le_bytes([raw[4 * i], raw[4 * i + 1], raw[4 * i + 2], raw[4 * i + 3]]);
+    let read =
+        |i: usize| f32::from_le_bytes([raw[4 * i], raw[4 * i + 1], raw[4 * i + 2], raw[4 * i + 3]]);
     let mut data = Vec::with_capacity(numel);
     let mut index = vec![0usize; view.shape.len()];
     for _ in 0..numel {
-        let at = view.offset + index.iter().zip(&view.strides).map(|(i, s)| i * s).sum::<usize>();
+        let at = view.offset
+            + index
+                .iter()
+                .zip(&view.strides)
+                .map(|(i, s)| i * s)
+                .sum::<usize>();
         data.push(read(at));
         // Odometer increment over the shape, last axis fastest.
         for axis in (0..index.len()).rev() {
@@ -434,7 +440,11 @@ impl<'a> Unpickler<'a> {
                     }
                     if n <= 8 {
                         let shift = 64 - 8 * n as u32;
-                        let signed = if n == 0 { 0 } else { ((v as u64) << shift) as i64 >> shift };
+                        let signed = if n == 0 {
+                            0
+                        } else {
+                            ((v as u64) << shift) as i64 >> shift
+                        };
                         self.stack.push(Value::Int(signed));
                     } else {
                         self.stack.push(Value::BigInt(v));
@@ -572,7 +582,9 @@ impl<'a> Unpickler<'a> {
             return Err(self.err("persistent id is not a tuple"));
         };
         match items.as_slice() {
-            [Value::Str(kind), Value::Global(_, class), Value::Str(key), ..] if kind == "storage" => {
+            [Value::Str(kind), Value::Global(_, class), Value::Str(key), ..]
+                if kind == "storage" =>
+            {
                 let dtype = DType::from_storage_class(class)
                     .ok_or_else(|| self.err(format!("unknown storage class {class}")))?;
                 Ok(Value::Storage(StorageRef {
