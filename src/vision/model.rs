@@ -138,7 +138,6 @@ pub struct ModelOptions {
     pub spinning: bool,
 }
 
-
 /// Per-image outputs of one batch, row-major: `features` is batch×1280, `logits` batch×1000.
 #[derive(Debug, Clone, Default)]
 pub struct ModelOutput {
