@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use crate::vision::embedder::BatcherConfig;
-use crate::vision::model::{ModelError, ModelFiles, ModelOptions};
+use crate::vision::model::{build_graph, EfficientNet, ModelError, ModelFiles, ModelOptions};
 
 /// Where the network's files are and how it runs.
 #[derive(Debug, Clone, clap::Args)]
@@ -15,8 +15,16 @@ pub struct ModelConfig {
     /// ONNX Runtime shared library. Default: the repo's .cache/ (scripts/setup.sh).
     #[arg(long, env = "IMGSEARCH_ONNXRUNTIME", global = true)]
     pub onnxruntime: Option<PathBuf>,
-    /// Intra-op threads for inference (0 = one per core).
-    #[arg(long, env = "IMGSEARCH_THREADS", default_value_t = 0, global = true)]
+    /// Inference sessions running in parallel (0 = one per core).
+    #[arg(
+        long,
+        env = "IMGSEARCH_INFERENCE_WORKERS",
+        default_value_t = 0,
+        global = true
+    )]
+    pub inference_workers: usize,
+    /// Intra-op threads per inference session.
+    #[arg(long, env = "IMGSEARCH_THREADS", default_value_t = 1, global = true)]
     pub threads: usize,
     /// Most images per inference batch.
     #[arg(long, env = "IMGSEARCH_MAX_BATCH", default_value_t = 8, global = true)]
@@ -34,6 +42,20 @@ pub struct ModelConfig {
 impl ModelConfig {
     pub fn files(&self) -> Result<ModelFiles, ModelError> {
         ModelFiles::locate(self.weights.clone(), self.onnxruntime.clone())
+    }
+
+    /// Loads one network per inference worker (the graph is built once).
+    pub fn load_models(&self) -> Result<Vec<EfficientNet>, ModelError> {
+        let files = self.files()?;
+        let graph = build_graph(&files.weights)?;
+        let workers = if self.inference_workers == 0 {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        } else {
+            self.inference_workers
+        };
+        (0..workers)
+            .map(|_| EfficientNet::from_onnx(&files.onnxruntime, &graph, self.options()))
+            .collect()
     }
 
     pub fn options(&self) -> ModelOptions {

@@ -11,7 +11,7 @@ use crate::config::ModelConfig;
 use crate::vision::decode::DecodeLimits;
 use crate::vision::embedder::EmbeddingBatcher;
 use crate::vision::labels::label;
-use crate::vision::model::{top_k, EfficientNet};
+use crate::vision::model::top_k;
 use crate::vision::pipeline::run_files;
 
 pub enum Output {
@@ -20,8 +20,7 @@ pub enum Output {
 }
 
 pub fn run(config: &ModelConfig, images: &[PathBuf], output: Output) -> anyhow::Result<ExitCode> {
-    let model = EfficientNet::load(&config.files()?, config.options())?;
-    let batcher = EmbeddingBatcher::start(model, config.batcher(64));
+    let batcher = EmbeddingBatcher::start_many(config.load_models()?, config.batcher(64));
     let decode_threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());

@@ -1,8 +1,10 @@
-//! `EmbeddingBatcher`: one inference thread that owns the network and serves many callers.
+//! `EmbeddingBatcher`: inference threads that own the network and serve many callers.
 //!
 //! Callers preprocess their image on their own thread (so decoding runs in parallel with
-//! inference), then submit the 224×224 tensor. The inference thread takes the first waiting
-//! job, waits up to `batch_window` for more (up to `max_batch`), runs them as one batch and
+//! inference), then submit the 224×224 tensor. Each inference thread (one per session; on
+//! small CPUs several single-threaded sessions beat one multi-threaded session, because
+//! intra-op parallelism of small convolutions scales poorly) takes the first waiting job,
+//! waits up to `batch_window` for more (up to `max_batch`), runs them as one batch and
 //! answers each caller. The queue is bounded: when it is full `submit` fails at once with
 //! `EmbedError::QueueFull`, which the server turns into 503 instead of piling up requests.
 //!
@@ -89,13 +91,18 @@ impl Ticket {
 
 pub struct EmbeddingBatcher {
     tx: Option<Sender<Job>>,
-    worker: Option<JoinHandle<()>>,
+    workers: Vec<JoinHandle<()>>,
     config: BatcherConfig,
     stats: Arc<BatcherStats>,
 }
 
 impl EmbeddingBatcher {
     pub fn start(model: EfficientNet, config: BatcherConfig) -> Self {
+        Self::start_many(vec![model], config)
+    }
+
+    /// One inference thread per model (session); they share one queue.
+    pub fn start_many(models: Vec<EfficientNet>, config: BatcherConfig) -> Self {
         let config = BatcherConfig {
             max_batch: config.max_batch.max(1),
             queue_capacity: config.queue_capacity.max(1),
@@ -103,14 +110,20 @@ impl EmbeddingBatcher {
         };
         let (tx, rx) = bounded(config.queue_capacity);
         let stats = Arc::new(BatcherStats::default());
-        let worker_stats = stats.clone();
-        let worker = std::thread::Builder::new()
-            .name("inference".into())
-            .spawn(move || inference_loop(model, rx, config, &worker_stats))
-            .ok();
+        let workers = models
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, model)| {
+                let (rx, stats) = (rx.clone(), stats.clone());
+                std::thread::Builder::new()
+                    .name(format!("inference-{i}"))
+                    .spawn(move || inference_loop(model, rx, config, &stats))
+                    .ok()
+            })
+            .collect();
         Self {
             tx: Some(tx),
-            worker,
+            workers,
             config,
             stats,
         }
@@ -166,7 +179,7 @@ impl Drop for EmbeddingBatcher {
     /// Finishes queued work, then stops the inference thread.
     fn drop(&mut self) {
         self.tx.take();
-        if let Some(worker) = self.worker.take() {
+        for worker in self.workers.drain(..) {
             let _ = worker.join();
         }
     }
