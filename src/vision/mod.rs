@@ -4,10 +4,12 @@
 //! `preprocess` resizes and normalises them into the network's input tensor, `weights`
 //! reads the EfficientNet-Lite0 checkpoint, `onnx` builds the network as an ONNX graph,
 //! `model` runs it on ONNX Runtime and `embedder` batches concurrent callers onto it.
-//! Nothing here knows about HTTP or storage.
+//! `fetch` downloads the image behind an `ImageUrl` (size caps, timeouts, SSRF guard).
+//! Nothing here knows about the API's HTTP edge or storage.
 
 pub mod decode;
 pub mod embedder;
+pub mod fetch;
 pub mod labels;
 pub mod model;
 pub mod onnx;
