@@ -7,6 +7,7 @@
 pub mod api;
 pub mod cli;
 pub mod config;
+pub mod index;
 pub mod service;
 pub mod store;
 pub mod vision;

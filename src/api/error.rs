@@ -86,6 +86,10 @@ pub enum ApiError {
     #[error("{0}")]
     BadRequest(String),
 
+    /// ImageUrl points at a loopback/private/link-local address (SSRF guard).
+    #[error("{0}")]
+    ImageUrlForbidden(String),
+
     #[error("{0}")]
     InvalidImageDownload(String),
 
@@ -129,6 +133,7 @@ impl ApiError {
             Self::SignatureNonceUsed => "SignatureNonceUsed",
             Self::InvalidParameter(_) => "InvalidParameter",
             Self::BadRequest(_) => "InvalidParameter.BadRequest",
+            Self::ImageUrlForbidden(_) => "InvalidParameter.ImageUrlForbidden",
             Self::InvalidImageDownload(_) => "InvalidImage.Download",
             Self::InvalidImageFormat(_) => "InvalidImage.Format",
             Self::InvalidImageResolution(_) => "InvalidImage.Resolution",
@@ -148,6 +153,18 @@ impl ApiError {
             Self::ServiceUnavailable(_) => 503,
             Self::Internal(_) => 500,
             _ => 400,
+        }
+    }
+
+    /// The API error for a failed ImageUrl download (codes from `FetchError::code`).
+    pub fn from_fetch(e: &crate::vision::fetch::FetchError) -> Self {
+        let msg = e.to_string();
+        match e.code() {
+            "InvalidParameter" => Self::InvalidParameter(msg),
+            "InvalidParameter.ImageUrlForbidden" => Self::ImageUrlForbidden(msg),
+            "InvalidImage.Size" => Self::InvalidImageSize(msg),
+            "InvalidImage.Download" => Self::InvalidImageDownload(msg),
+            _ => Self::Internal(msg),
         }
     }
 

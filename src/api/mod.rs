@@ -14,12 +14,14 @@
 //!
 //! Not here: routing, TLS, business parameter validation, storage, the model.
 
+pub mod actions;
 pub mod auth;
 pub mod error;
 pub mod keys;
 pub mod nonce;
 pub mod params;
 pub mod response;
+pub mod server;
 
 pub use auth::{
     authenticate, check_action, is_known_action, Authenticated, RequestParts, SignatureStyle,

@@ -4,6 +4,7 @@
 mod bench;
 mod embed;
 mod model;
+mod serve;
 
 use std::process::ExitCode;
 
@@ -26,6 +27,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Serve the imgsearch 2020-03-20 API over HTTP.
+    Serve(serve::ServeConfig),
     /// Print one JSON line per image: {"file", "embedding": [1280 floats]}.
     Embed {
         /// JPEG or PNG files.
@@ -55,6 +58,7 @@ pub enum Command {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Serve(config) => serve::run(&cli.model, config),
         Command::Embed { images } => embed::run(&cli.model, &images, embed::Output::Embedding),
         Command::Classify { images, top } => {
             embed::run(&cli.model, &images, embed::Output::Classes { top })

@@ -1,0 +1,271 @@
+//! The seven actions of the 2020-03-20 API: business parameters checked against the spec's
+//! rules, the service called, the response body built with the spec's exact field names.
+//! One function per action; `dispatch` picks it. Errors leave as `ApiError`.
+
+use serde_json::{json, Value};
+
+use super::error::ApiError;
+use super::params::Params;
+use crate::service::images::{
+    AddImage, ImageService, ImageSource, ListImages, SearchImage, ServiceError,
+};
+use crate::store::{is_valid_db_name, Order};
+
+pub const LIST_DEFAULT_LIMIT: u32 = 20;
+pub const LIST_MAX_LIMIT: u32 = 1000;
+pub const SEARCH_MAX_LIMIT: usize = 1000;
+pub const EXTRA_DATA_MAX_CHARS: usize = 512;
+pub const ENTITY_ID_MAX_LEN: usize = 64;
+
+/// Runs `action` for `tenant`; returns the `Data` member (or `None` for actions whose
+/// response is only a RequestId).
+pub async fn dispatch(
+    service: &ImageService,
+    tenant: &str,
+    action: &str,
+    params: &Params,
+) -> Result<Option<Value>, ApiError> {
+    match action {
+        "CreateImageDb" => {
+            let name = db_name(params, "Name")?;
+            service.create_db(tenant, &name).await.map_err(map_err)?;
+            Ok(None)
+        }
+        "ListImageDbs" => {
+            let dbs = service.list_dbs(tenant).await.map_err(map_err)?;
+            let list: Vec<Value> = dbs.iter().map(|d| json!({"Name": d.name})).collect();
+            Ok(Some(json!({ "DbList": list })))
+        }
+        "DeleteImageDb" => {
+            let name = db_name(params, "Name")?;
+            service.delete_db(tenant, &name).await.map_err(map_err)?;
+            Ok(None)
+        }
+        "AddImage" => {
+            let req = AddImage {
+                db: db_name(params, "DbName")?,
+                entity_id: entity_id(params)?,
+                extra_data: extra_data(params)?,
+                source: image_source(params)?,
+            };
+            let record = service.add_image(tenant, req).await.map_err(map_err)?;
+            Ok(Some(json!({ "DataId": record.data_id.to_string() })))
+        }
+        "ListImages" => {
+            let req = ListImages {
+                db: db_name(params, "DbName")?,
+                offset: int_param(params, "Offset", 0, u32::MAX as u64)?.unwrap_or(0),
+                limit: int_param(params, "Limit", 1, LIST_MAX_LIMIT as u64)?
+                    .map_or(LIST_DEFAULT_LIMIT, |l| l as u32),
+                token: params.get_non_empty("Token").map(str::to_string),
+                order: order(params)?,
+                entity_id_prefix: params.get_non_empty("EntityIdPrefix").map(str::to_string),
+            };
+            let list = service.list_images(tenant, req).await.map_err(map_err)?;
+            let images: Vec<Value> = list
+                .images
+                .iter()
+                .map(|r| {
+                    json!({
+                        "DataId": r.data_id.to_string(),
+                        "EntityId": r.entity_id,
+                        "ExtraData": r.extra_data,
+                        "CreatedAt": r.created_at,
+                        "UpdatedAt": r.updated_at,
+                    })
+                })
+                .collect();
+            let mut data = json!({ "ImageList": images, "TotalCount": list.total_count });
+            if let Some(token) = list.token {
+                data["Token"] = Value::String(token);
+            }
+            Ok(Some(data))
+        }
+        "SearchImage" => {
+            let limit = int_param(params, "Limit", 1, SEARCH_MAX_LIMIT as u64)?
+                .ok_or_else(|| required("Limit", "an integer from 1 to 1000"))?;
+            let req = SearchImage {
+                db: db_name(params, "DbName")?,
+                source: image_source(params)?,
+                limit: limit as usize,
+            };
+            let matches = service.search_image(tenant, req).await.map_err(map_err)?;
+            let list: Vec<Value> = matches
+                .iter()
+                .map(|m| {
+                    json!({
+                        "DataId": m.record.data_id.to_string(),
+                        "EntityId": m.record.entity_id,
+                        "ExtraData": m.record.extra_data,
+                        "ImageUrl": m.record.image_url,
+                        "Score": m.score,
+                    })
+                })
+                .collect();
+            Ok(Some(json!({ "MatchList": list })))
+        }
+        "DeleteImage" => {
+            let db = db_name(params, "DbName")?;
+            let entity = entity_id(params)?;
+            service
+                .delete_entity(tenant, &db, &entity)
+                .await
+                .map_err(map_err)?;
+            Ok(None)
+        }
+        other => Err(ApiError::InvalidActionNotFound(other.to_string())),
+    }
+}
+
+/// The one place service errors become API codes.
+pub fn map_err(e: ServiceError) -> ApiError {
+    let msg = e.to_string();
+    match e {
+        ServiceError::InvalidParameter(_)
+        | ServiceError::DbNotFound(_)
+        | ServiceError::DbExists(_) => ApiError::InvalidParameter(msg),
+        ServiceError::ImageFetch(f) => ApiError::from_fetch(&f),
+        ServiceError::ImageFormat(_) => ApiError::InvalidImageFormat(msg),
+        ServiceError::ImageResolution(_) => ApiError::InvalidImageResolution(msg),
+        ServiceError::ImageSize(_) => ApiError::InvalidImageSize(msg),
+        ServiceError::Busy(_) => ApiError::ServiceUnavailable(msg),
+        ServiceError::Algo(_) => ApiError::AlgoError(msg),
+        ServiceError::Internal(_) => ApiError::Internal(msg),
+    }
+}
+
+fn required(name: &str, rule: &str) -> ApiError {
+    ApiError::InvalidParameter(format!("{name} is required: {rule}"))
+}
+
+fn db_name(params: &Params, name: &str) -> Result<String, ApiError> {
+    const RULE: &str = "2 to 64 characters, lower-case letters, digits and _";
+    let v = params
+        .get_non_empty(name)
+        .ok_or_else(|| required(name, RULE))?;
+    if !is_valid_db_name(v) {
+        return Err(ApiError::InvalidParameter(format!(
+            "{name} \"{v}\" is invalid: use {RULE}"
+        )));
+    }
+    Ok(v.to_string())
+}
+
+fn entity_id(params: &Params) -> Result<String, ApiError> {
+    const RULE: &str = "1 to 64 characters, lower-case letters, digits and _";
+    let v = params
+        .get_non_empty("EntityId")
+        .ok_or_else(|| required("EntityId", RULE))?;
+    let ok = v.len() <= ENTITY_ID_MAX_LEN
+        && v.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    if !ok {
+        return Err(ApiError::InvalidParameter(format!(
+            "EntityId \"{v}\" is invalid: use {RULE}"
+        )));
+    }
+    Ok(v.to_string())
+}
+
+fn extra_data(params: &Params) -> Result<String, ApiError> {
+    let v = params.get("ExtraData").unwrap_or("");
+    let chars = v.chars().count();
+    if chars > EXTRA_DATA_MAX_CHARS {
+        return Err(ApiError::InvalidParameter(format!(
+            "ExtraData is {chars} characters long; at most {EXTRA_DATA_MAX_CHARS} are allowed"
+        )));
+    }
+    if v.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
+        return Err(ApiError::InvalidParameter(
+            "ExtraData contains control characters; use printable text".into(),
+        ));
+    }
+    Ok(v.to_string())
+}
+
+fn image_source(params: &Params) -> Result<ImageSource, ApiError> {
+    match params.get_non_empty("ImageUrl") {
+        Some(url) => Ok(ImageSource::Url(url.to_string())),
+        None => Err(required(
+            "ImageUrl",
+            "the http(s) URL of a JPEG or PNG image",
+        )),
+    }
+}
+
+fn order(params: &Params) -> Result<Order, ApiError> {
+    match params.get_non_empty("Order") {
+        None => Ok(Order::Desc),
+        Some(o) if o.eq_ignore_ascii_case("desc") => Ok(Order::Desc),
+        Some(o) if o.eq_ignore_ascii_case("asc") => Ok(Order::Asc),
+        Some(o) => Err(ApiError::InvalidParameter(format!(
+            "Order \"{o}\" is invalid: use asc or desc"
+        ))),
+    }
+}
+
+/// An optional integer parameter within `[min, max]`.
+fn int_param(params: &Params, name: &str, min: u64, max: u64) -> Result<Option<u64>, ApiError> {
+    let Some(v) = params.get_non_empty(name) else {
+        return Ok(None);
+    };
+    match v.trim().parse::<u64>() {
+        Ok(n) if (min..=max).contains(&n) => Ok(Some(n)),
+        _ => Err(ApiError::InvalidParameter(format!(
+            "{name} \"{v}\" is invalid: use an integer from {min} to {max}"
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(q: &str) -> Params {
+        Params::parse(q, None).unwrap()
+    }
+
+    #[test]
+    fn db_name_rule() {
+        assert!(db_name(&params("Name=ok_db1"), "Name").is_ok());
+        for bad in ["Name=A", "Name=Upper", "Name=has-dash", "Name="] {
+            let e = db_name(&params(bad), "Name").unwrap_err();
+            assert_eq!(e.code(), "InvalidParameter", "{bad}");
+            assert!(e.message().contains("Name"), "{}", e.message());
+        }
+        let long = format!("Name={}", "a".repeat(65));
+        assert!(db_name(&params(&long), "Name").is_err());
+    }
+
+    #[test]
+    fn entity_and_extra_data_rules() {
+        assert!(entity_id(&params("EntityId=sku_1")).is_ok());
+        assert!(entity_id(&params("EntityId=Sku")).is_err());
+        assert!(entity_id(&params(&format!("EntityId={}", "a".repeat(65)))).is_err());
+        assert!(extra_data(&params("")).is_ok());
+        let cjk = "风".repeat(512);
+        assert!(extra_data(
+            &Params::parse("", Some(format!("ExtraData={cjk}").as_bytes())).unwrap()
+        )
+        .is_ok());
+        let too_long = "风".repeat(513);
+        assert!(extra_data(
+            &Params::parse("", Some(format!("ExtraData={too_long}").as_bytes())).unwrap()
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn integers_and_order() {
+        assert_eq!(
+            int_param(&params("Limit=5"), "Limit", 1, 1000).unwrap(),
+            Some(5)
+        );
+        assert!(int_param(&params("Limit=0"), "Limit", 1, 1000).is_err());
+        assert!(int_param(&params("Limit=abc"), "Limit", 1, 1000).is_err());
+        assert!(int_param(&params("Limit=1001"), "Limit", 1, 1000).is_err());
+        assert_eq!(order(&params("Order=asc")).unwrap(), Order::Asc);
+        assert_eq!(order(&params("")).unwrap(), Order::Desc);
+        assert!(order(&params("Order=up")).is_err());
+    }
+}

@@ -1,0 +1,121 @@
+//! `imgsearch serve`: opens the store, loads the network, builds the search indexes and
+//! serves the API until SIGTERM/SIGINT, then drains in-flight requests and closes.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+
+use crate::api::keys::{load_keys_from_env, KeySource};
+use crate::api::nonce::NonceCache;
+use crate::api::server::{serve, AppState};
+use crate::config::ModelConfig;
+use crate::service::images::ImageService;
+use crate::service::list_token::ListTokenKey;
+use crate::store::{ImageStore, SqliteStore, StoreOptions};
+use crate::vision::embedder::EmbeddingBatcher;
+use crate::vision::fetch::{FetchConfig, ImageFetcher};
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServeConfig {
+    /// Address to listen on (port 0 picks a free port; the chosen one is printed).
+    #[arg(long, env = "IMGSEARCH_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Data directory: the database, the keys file, the token key.
+    #[arg(long, env = "IMGSEARCH_DATA", default_value = "./data")]
+    pub data: PathBuf,
+    /// Allow ImageUrl to reach loopback/private/link-local addresses (local object stores, tests).
+    #[arg(long, env = "IMGSEARCH_ALLOW_PRIVATE_URLS")]
+    pub allow_private_urls: bool,
+    /// Images waiting for the network before new requests get 503 ServiceUnavailable.
+    #[arg(long, env = "IMGSEARCH_QUEUE", default_value_t = 64)]
+    pub queue: usize,
+    /// Most images per database (the public service caps at 50,000); unlimited if unset.
+    #[arg(long, env = "IMGSEARCH_MAX_IMAGES_PER_DB")]
+    pub max_images_per_db: Option<u64>,
+}
+
+pub fn run(model: &ModelConfig, config: ServeConfig) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(run_async(model, config))
+}
+
+async fn run_async(model: &ModelConfig, config: ServeConfig) -> anyhow::Result<ExitCode> {
+    std::fs::create_dir_all(&config.data)
+        .with_context(|| format!("creating data directory {}", config.data.display()))?;
+    let keys = load_keys_from_env(&config.data)?;
+    for w in &keys.warnings {
+        eprintln!("warning: {w}");
+    }
+    match (&keys.source, &keys.generated) {
+        (KeySource::Generated(path), Some(pair)) => {
+            eprintln!(
+                "Generated an access key pair (stored in {}, shown only now):\n  AccessKeyId:     {}\n  AccessKeySecret: {}",
+                path.display(),
+                pair.access_key_id(),
+                pair.secret()
+            );
+        }
+        (KeySource::File(path), _) => eprintln!("access keys: {}", path.display()),
+        _ => eprintln!("access keys: IMGSEARCH_ACCESS_KEYS"),
+    }
+    let store: Arc<dyn ImageStore> = Arc::new(SqliteStore::open_with(
+        &config.data,
+        StoreOptions {
+            max_images_per_db: config.max_images_per_db,
+        },
+    )?);
+    let tokens = ListTokenKey::load_or_create(&config.data)?;
+    let embedder = Arc::new(EmbeddingBatcher::start_many(
+        model.load_models()?,
+        model.batcher(config.queue),
+    ));
+    let fetcher = ImageFetcher::new(FetchConfig {
+        allow_private: config.allow_private_urls,
+        ..FetchConfig::default()
+    })?;
+    let service = Arc::new(ImageService::start(store, fetcher, embedder, tokens)?);
+    let state = Arc::new(AppState {
+        service,
+        keys: keys.store,
+        nonces: NonceCache::default(),
+    });
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    eprintln!(
+        "imgsearch listening on http://{addr} (data in {})",
+        config.data.display()
+    );
+    serve(listener, state.clone(), shutdown_signal()).await?;
+    eprintln!("imgsearch: shutting down; in-flight requests finished");
+    drop(state); // closes the embedder (joins its threads) and the store
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}

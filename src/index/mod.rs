@@ -1,0 +1,319 @@
+//! Vector search over one database's embeddings, and the map from cosine to API score.
+//!
+//! `ExactIndex` keeps every vector of a database in one contiguous `Vec<f32>` and scans it
+//! per query: no allocation or copy per vector, only a top-k heap per query. It is exact
+//! and fast enough for tens of thousands of images; an ANN index for millions comes later
+//! behind the same calls. The store stays the source of truth: the index is rebuilt from
+//! it at start-up and kept in step by the service on every add and delete.
+
+use std::cmp::Ordering;
+use std::collections::{BinaryHeap, HashMap};
+
+use crate::store::DataId;
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum IndexError {
+    #[error("vector has {got} dimensions, the index holds {want}")]
+    Dimension { got: usize, want: usize },
+}
+
+/// One search result: the image and its cosine similarity to the query.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Hit {
+    pub id: DataId,
+    pub cosine: f32,
+}
+
+/// The API's `Score`: cosine mapped linearly onto 0–10 (`10 · max(cosine, 0)`), so the
+/// same image (cosine 1) scores 10. Embeddings are L2-normalised averages of ReLU6
+/// activations, hence non-negative and cosine ∈ [0, 1] in practice; the clamp only guards
+/// rounding. Cosines within 1e-5 of 1 (float noise on identical images) give exactly 10.
+pub fn score(cosine: f32) -> f32 {
+    if cosine >= 1.0 - 1e-5 {
+        10.0
+    } else {
+        (cosine.max(0.0) * 10.0).min(10.0)
+    }
+}
+
+/// Brute-force cosine search over L2-normalised vectors (dot product = cosine).
+#[derive(Debug, Clone)]
+pub struct ExactIndex {
+    dim: usize,
+    ids: Vec<DataId>,
+    vectors: Vec<f32>,
+    slot_of: HashMap<DataId, usize>,
+}
+
+impl ExactIndex {
+    pub fn new(dim: usize) -> Self {
+        Self {
+            dim,
+            ids: Vec::new(),
+            vectors: Vec::new(),
+            slot_of: HashMap::new(),
+        }
+    }
+
+    /// Builds from contiguous vectors (`ids.len() * dim` floats), as the store loads them.
+    pub fn from_parts(dim: usize, ids: Vec<DataId>, vectors: Vec<f32>) -> Result<Self, IndexError> {
+        if vectors.len() != ids.len() * dim {
+            return Err(IndexError::Dimension {
+                got: vectors.len() / ids.len().max(1),
+                want: dim,
+            });
+        }
+        let slot_of = ids.iter().enumerate().map(|(i, id)| (*id, i)).collect();
+        Ok(Self {
+            dim,
+            ids,
+            vectors,
+            slot_of,
+        })
+    }
+
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+
+    pub fn contains(&self, id: DataId) -> bool {
+        self.slot_of.contains_key(&id)
+    }
+
+    /// Adds (or replaces) one vector.
+    pub fn add(&mut self, id: DataId, vector: &[f32]) -> Result<(), IndexError> {
+        if vector.len() != self.dim {
+            return Err(IndexError::Dimension {
+                got: vector.len(),
+                want: self.dim,
+            });
+        }
+        match self.slot_of.get(&id) {
+            Some(&slot) => {
+                self.vectors[slot * self.dim..(slot + 1) * self.dim].copy_from_slice(vector)
+            }
+            None => {
+                self.slot_of.insert(id, self.ids.len());
+                self.ids.push(id);
+                self.vectors.extend_from_slice(vector);
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes vectors by id (unknown ids are ignored); O(1) each by moving the last
+    /// vector into the freed slot.
+    pub fn remove(&mut self, ids: &[DataId]) {
+        for id in ids {
+            let Some(slot) = self.slot_of.remove(id) else {
+                continue;
+            };
+            let last = self.ids.len() - 1;
+            if slot != last {
+                let moved = self.ids[last];
+                self.ids[slot] = moved;
+                self.vectors
+                    .copy_within(last * self.dim..(last + 1) * self.dim, slot * self.dim);
+                self.slot_of.insert(moved, slot);
+            }
+            self.ids.pop();
+            self.vectors.truncate(last * self.dim);
+        }
+    }
+
+    /// The `k` most similar vectors, best first (ties: older id first).
+    pub fn search(&self, query: &[f32], k: usize) -> Result<Vec<Hit>, IndexError> {
+        if query.len() != self.dim {
+            return Err(IndexError::Dimension {
+                got: query.len(),
+                want: self.dim,
+            });
+        }
+        if k == 0 {
+            return Ok(Vec::new());
+        }
+        // Min-heap of the best k so far: the root is the weakest kept hit.
+        let mut heap: BinaryHeap<Weakest> = BinaryHeap::with_capacity(k + 1);
+        for (slot, v) in self.vectors.chunks_exact(self.dim).enumerate() {
+            let cosine = dot(query, v);
+            if heap.len() < k {
+                heap.push(Weakest(Hit {
+                    id: self.ids[slot],
+                    cosine,
+                }));
+            } else if let Some(top) = heap.peek() {
+                let cand = Hit {
+                    id: self.ids[slot],
+                    cosine,
+                };
+                if better(&cand, &top.0) {
+                    heap.pop();
+                    heap.push(Weakest(cand));
+                }
+            }
+        }
+        let mut hits: Vec<Hit> = heap.into_iter().map(|w| w.0).collect();
+        hits.sort_by(|a, b| {
+            if better(a, b) {
+                Ordering::Less
+            } else {
+                Ordering::Greater
+            }
+        });
+        Ok(hits)
+    }
+}
+
+fn better(a: &Hit, b: &Hit) -> bool {
+    match a.cosine.total_cmp(&b.cosine) {
+        Ordering::Greater => true,
+        Ordering::Less => false,
+        Ordering::Equal => a.id < b.id,
+    }
+}
+
+/// Heap entry ordered so that the weakest hit is the heap's maximum.
+struct Weakest(Hit);
+
+impl PartialEq for Weakest {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+impl Eq for Weakest {}
+impl PartialOrd for Weakest {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Weakest {
+    fn cmp(&self, other: &Self) -> Ordering {
+        if better(&self.0, &other.0) {
+            Ordering::Less
+        } else if better(&other.0, &self.0) {
+            Ordering::Greater
+        } else {
+            Ordering::Equal
+        }
+    }
+}
+
+/// Dot product with eight independent accumulators so the compiler vectorises it.
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in ca.zip(cb) {
+        for i in 0..8 {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(n: u64) -> DataId {
+        DataId::from_u64(n).unwrap()
+    }
+
+    fn unit(v: &[f32]) -> Vec<f32> {
+        let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        v.iter().map(|x| x / n).collect()
+    }
+
+    #[test]
+    fn finds_nearest_first_and_respects_k() {
+        let mut ix = ExactIndex::new(3);
+        ix.add(id(1), &unit(&[1.0, 0.0, 0.0])).unwrap();
+        ix.add(id(2), &unit(&[1.0, 1.0, 0.0])).unwrap();
+        ix.add(id(3), &unit(&[0.0, 0.0, 1.0])).unwrap();
+        let hits = ix.search(&unit(&[1.0, 0.1, 0.0]), 2).unwrap();
+        assert_eq!(
+            hits.iter().map(|h| h.id).collect::<Vec<_>>(),
+            vec![id(1), id(2)]
+        );
+        assert!(hits[0].cosine > hits[1].cosine);
+        assert_eq!(ix.search(&unit(&[1.0, 0.0, 0.0]), 10).unwrap().len(), 3);
+    }
+
+    #[test]
+    fn remove_keeps_remaining_vectors_intact() {
+        let mut ix = ExactIndex::new(2);
+        for n in 1..=5 {
+            ix.add(id(n), &unit(&[n as f32, 1.0])).unwrap();
+        }
+        ix.remove(&[id(2), id(5), id(42)]);
+        assert_eq!(ix.len(), 3);
+        for n in [1u64, 3, 4] {
+            let hits = ix.search(&unit(&[n as f32, 1.0]), 1).unwrap();
+            assert_eq!(hits[0].id, id(n));
+            assert_eq!(score(hits[0].cosine), 10.0);
+        }
+        assert!(!ix.contains(id(2)));
+    }
+
+    #[test]
+    fn matches_a_naive_scan() {
+        let dim = 37;
+        let mut ix = ExactIndex::new(dim);
+        let mut all = Vec::new();
+        let mut seed = 7u64;
+        let mut rnd = || {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((seed >> 33) as f32 / (1u64 << 31) as f32) - 0.5
+        };
+        for n in 0..500u64 {
+            let v = unit(&(0..dim).map(|_| rnd()).collect::<Vec<_>>());
+            ix.add(id(n), &v).unwrap();
+            all.push((id(n), v));
+        }
+        let q = unit(&(0..dim).map(|_| rnd()).collect::<Vec<_>>());
+        let mut naive: Vec<Hit> = all
+            .iter()
+            .map(|(i, v)| Hit {
+                id: *i,
+                cosine: v.iter().zip(&q).map(|(a, b)| a * b).sum(),
+            })
+            .collect();
+        naive.sort_by(|a, b| b.cosine.total_cmp(&a.cosine));
+        let got = ix.search(&q, 10).unwrap();
+        assert_eq!(
+            got.iter().map(|h| h.id).collect::<Vec<_>>(),
+            naive[..10].iter().map(|h| h.id).collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
+    fn wrong_dimension_is_an_error() {
+        let mut ix = ExactIndex::new(4);
+        assert!(ix.add(id(1), &[1.0; 3]).is_err());
+        assert!(ix.search(&[1.0; 5], 1).is_err());
+    }
+
+    #[test]
+    fn score_is_monotonic_and_bounded() {
+        assert_eq!(score(1.0), 10.0);
+        assert_eq!(score(0.999_999), 10.0);
+        assert_eq!(score(-0.3), 0.0);
+        assert!(score(0.5) < score(0.6));
+        assert!((score(0.5) - 5.0).abs() < 1e-6);
+    }
+}
