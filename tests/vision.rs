@@ -108,3 +108,51 @@ fn imagenet_samples_top1_accuracy_near_reference() {
         "top-1 {acc} is more than 1.5 points from 0.820"
     );
 }
+
+#[test]
+fn concurrent_callers_share_batches_and_a_full_queue_refuses_at_once() {
+    use imgsearch::vision::embedder::{BatcherConfig, EmbedError};
+    use imgsearch::vision::preprocess::{image_to_tensor, INPUT_LEN};
+    use std::time::Duration;
+
+    let files = ModelFiles::locate(None, None).expect("model files (run scripts/setup.sh)");
+    let model = EfficientNet::load(&files, ModelOptions::default()).expect("model loads");
+    let batcher = EmbeddingBatcher::start(
+        model,
+        BatcherConfig {
+            max_batch: 8,
+            batch_window: Duration::from_millis(20),
+            queue_capacity: 16,
+        },
+    );
+    let bytes = std::fs::read(shared().join("datasets/imagenet-samples/n01440764_tench.JPEG")).unwrap();
+    let mut tensor = vec![0f32; INPUT_LEN];
+    image_to_tensor(&bytes, &DecodeLimits::default(), &mut tensor).unwrap();
+
+    // 16 submissions at once fill the queue; the 17th+ must fail immediately, not block.
+    let mut tickets = Vec::new();
+    let mut refused = 0;
+    for _ in 0..40 {
+        match batcher.submit(tensor.clone()) {
+            Ok(t) => tickets.push(t),
+            Err(EmbedError::QueueFull { capacity }) => {
+                assert_eq!(capacity, 16);
+                refused += 1;
+            }
+            Err(e) => panic!("unexpected {e}"),
+        }
+    }
+    assert!(refused > 0, "a bounded queue must refuse when full");
+    let first = tickets.remove(0).wait().unwrap().embedding;
+    for t in tickets {
+        let e = t.wait().unwrap().embedding;
+        // Same input, same answer, whatever batch it ran in.
+        let cos: f32 = e.iter().zip(&first).map(|(a, b)| a * b).sum();
+        assert!(cos > 0.99999, "cos {cos}");
+    }
+    let stats = batcher.stats();
+    let images = stats.images.load(std::sync::atomic::Ordering::Relaxed);
+    let batches = stats.batches.load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(images, 40 - refused);
+    assert!(batches < images, "{images} images in {batches} batches: callers should share batches");
+}

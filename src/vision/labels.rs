@@ -3,7 +3,7 @@
 
 use std::sync::OnceLock;
 
-const LABELS_FILE: &str = include_str!("../../data/imagenet-labels.txt");
+const LABELS_FILE: &str = include_str!("../../assets/imagenet-labels.txt");
 
 /// All 1,000 labels, in class-index order.
 pub fn labels() -> &'static [&'static str] {
