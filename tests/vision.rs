@@ -125,7 +125,8 @@ fn concurrent_callers_share_batches_and_a_full_queue_refuses_at_once() {
             queue_capacity: 16,
         },
     );
-    let bytes = std::fs::read(shared().join("datasets/imagenet-samples/n01440764_tench.JPEG")).unwrap();
+    let bytes =
+        std::fs::read(shared().join("datasets/imagenet-samples/n01440764_tench.JPEG")).unwrap();
     let mut tensor = vec![0f32; INPUT_LEN];
     image_to_tensor(&bytes, &DecodeLimits::default(), &mut tensor).unwrap();
 
@@ -154,5 +155,8 @@ fn concurrent_callers_share_batches_and_a_full_queue_refuses_at_once() {
     let images = stats.images.load(std::sync::atomic::Ordering::Relaxed);
     let batches = stats.batches.load(std::sync::atomic::Ordering::Relaxed);
     assert_eq!(images, 40 - refused);
-    assert!(batches < images, "{images} images in {batches} batches: callers should share batches");
+    assert!(
+        batches < images,
+        "{images} images in {batches} batches: callers should share batches"
+    );
 }
