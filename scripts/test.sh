@@ -1,10 +1,39 @@
 #!/usr/bin/env bash
-# The whole test suite from a fresh checkout: set-up, format and lint checks, then every
-# unit and end-to-end test in release mode (the network and the decoders are slow in debug).
+# The whole test suite from a fresh checkout: set-up, format and lint checks, every unit and
+# end-to-end test in release mode (the network and the decoders are slow in debug), then the
+# integration tests that drive the release server through both official Python SDKs
+# (tests/sdk, pytest). Arguments are passed to pytest (e.g. `-k crash`, `-x`).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 bash scripts/setup.sh
+
+# Python venv for tests/sdk: created, or recreated from scratch when
+# tests/sdk/requirements.txt changed (its hash is kept in the venv). Otherwise untouched,
+# so a second run does not call pip at all.
+python=${PYTHON:-python3}
+venv="$root/.cache/test-venv"
+req="$root/tests/sdk/requirements.txt"
+stamp="$venv/.requirements.sha256"
+want="$(sha256sum "$req" | cut -d' ' -f1)"
+if [[ ! -x "$venv/bin/python" || ! -f "$stamp" || "$(cat "$stamp")" != "$want" ]]; then
+  echo "test.sh: installing the SDK test packages into $venv" >&2
+  rm -rf "$venv"
+  "$python" -m venv "$venv"
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$req"
+  "$venv/bin/python" -m pip check >&2
+  echo "$want" >"$stamp.part" && mv "$stamp.part" "$stamp"
+fi
+
 cargo fmt --all -- --check
 cargo clippy --release --all-targets --quiet -- -D warnings
 cargo test --release --all-targets
+cargo build --release
+
+# Exit status 5 means pytest collected no tests: a broken suite, not a pass.
+status=0
+"$venv/bin/python" -m pytest -q tests/sdk "$@" || status=$?
+if [[ $status -eq 5 ]]; then
+  echo "test.sh: pytest collected no tests in tests/sdk" >&2
+fi
+exit "$status"
