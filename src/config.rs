@@ -15,16 +15,17 @@ pub struct ModelConfig {
     /// ONNX Runtime shared library. Default: the repo's .cache/ (scripts/setup.sh).
     #[arg(long, env = "IMGSEARCH_ONNXRUNTIME", global = true)]
     pub onnxruntime: Option<PathBuf>,
-    /// Inference sessions running in parallel (0 = one per core).
+    /// Inference sessions running in parallel (0 = one per core). One session using every
+    /// core measured fastest end to end on 2 cores (README, `bench embed`), hence 1.
     #[arg(
         long,
         env = "IMGSEARCH_INFERENCE_WORKERS",
-        default_value_t = 0,
+        default_value_t = 1,
         global = true
     )]
     pub inference_workers: usize,
-    /// Intra-op threads per inference session.
-    #[arg(long, env = "IMGSEARCH_THREADS", default_value_t = 1, global = true)]
+    /// Intra-op threads per inference session (0 = one per core).
+    #[arg(long, env = "IMGSEARCH_THREADS", default_value_t = 0, global = true)]
     pub threads: usize,
     /// Most images per inference batch.
     #[arg(long, env = "IMGSEARCH_MAX_BATCH", default_value_t = 8, global = true)]
@@ -71,5 +72,101 @@ impl ModelConfig {
             batch_window: std::time::Duration::from_millis(self.batch_window_ms),
             queue_capacity,
         }
+    }
+}
+
+/// Environment variable naming a configuration file (same as `--config FILE`).
+pub const CONFIG_ENV: &str = "IMGSEARCH_CONFIG";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigFileError {
+    #[error("cannot read configuration file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("configuration file {path} is not valid TOML: {reason}")]
+    Parse { path: String, reason: String },
+    #[error("configuration file {path}: key \"{key}\" must be a string, number or boolean")]
+    Value { path: String, key: String },
+}
+
+/// Reads a TOML configuration file whose top-level keys are the long flag names
+/// (`listen = "0.0.0.0:8080"`, `data = "/var/lib/imgsearch"`, `allow-private-urls = true`,
+/// `threads = 2`, ...) and returns them as the matching `IMGSEARCH_*` environment
+/// variables. Precedence is flag > environment > file > default: the caller sets only
+/// variables that are not already set, before the command line is parsed.
+pub fn config_file_env(path: &std::path::Path) -> Result<Vec<(String, String)>, ConfigFileError> {
+    let shown = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigFileError::Read {
+        path: shown.clone(),
+        source,
+    })?;
+    let table: toml::Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| ConfigFileError::Parse {
+            path: shown.clone(),
+            reason: e.to_string(),
+        })?;
+    let mut vars = Vec::new();
+    for (key, value) in table {
+        let value = match value {
+            toml::Value::String(s) => s,
+            toml::Value::Integer(i) => i.to_string(),
+            toml::Value::Float(f) => f.to_string(),
+            toml::Value::Boolean(b) => b.to_string(),
+            _ => return Err(ConfigFileError::Value { path: shown, key }),
+        };
+        let name = match key.as_str() {
+            // Flags whose environment variable is not simply IMGSEARCH_<FLAG>.
+            "queue" => "IMGSEARCH_QUEUE".to_string(),
+            "inference-workers" => "IMGSEARCH_INFERENCE_WORKERS".to_string(),
+            other => format!("IMGSEARCH_{}", other.to_ascii_uppercase().replace('-', "_")),
+        };
+        vars.push((name, value));
+    }
+    Ok(vars)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_file_keys_become_env_vars() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("imgsearch.toml");
+        std::fs::write(
+            &path,
+            "listen = \"0.0.0.0:9000\"\nallow-private-urls = true\nthreads = 2\n",
+        )
+        .unwrap();
+        let mut vars = config_file_env(&path).unwrap();
+        vars.sort();
+        assert_eq!(
+            vars,
+            vec![
+                ("IMGSEARCH_ALLOW_PRIVATE_URLS".into(), "true".into()),
+                ("IMGSEARCH_LISTEN".into(), "0.0.0.0:9000".into()),
+                ("IMGSEARCH_THREADS".into(), "2".into()),
+            ]
+        );
+    }
+
+    #[test]
+    fn bad_config_files_are_clear_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bad.toml");
+        std::fs::write(&path, "listen = [1, 2]").unwrap();
+        assert!(config_file_env(&path)
+            .unwrap_err()
+            .to_string()
+            .contains("listen"));
+        std::fs::write(&path, "listen = ").unwrap();
+        assert!(config_file_env(&path)
+            .unwrap_err()
+            .to_string()
+            .contains("not valid TOML"));
+        assert!(config_file_env(&dir.path().join("missing.toml")).is_err());
     }
 }

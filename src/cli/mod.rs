@@ -19,6 +19,10 @@ use crate::config::ModelConfig;
     about = "Self-hosted image search (imgsearch 2020-03-20 API)"
 )]
 pub struct Cli {
+    /// TOML configuration file: top-level keys are the long flag names (env IMGSEARCH_CONFIG).
+    /// Flags and environment variables override it.
+    #[arg(long, env = crate::config::CONFIG_ENV, global = true)]
+    pub config: Option<std::path::PathBuf>,
     #[command(flatten)]
     pub model: ModelConfig,
     #[command(subcommand)]
@@ -56,6 +60,10 @@ pub enum Command {
 }
 
 pub fn main() -> ExitCode {
+    if let Err(e) = load_config_file() {
+        eprintln!("imgsearch: {e}");
+        return ExitCode::FAILURE;
+    }
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(config) => serve::run(&cli.model, config),
@@ -73,4 +81,30 @@ pub fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Applies `--config FILE` / `IMGSEARCH_CONFIG` before clap reads flags and environment:
+/// each key becomes its `IMGSEARCH_*` variable unless that variable is already set.
+fn load_config_file() -> Result<(), crate::config::ConfigFileError> {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let from_flag = args.iter().enumerate().find_map(|(i, a)| {
+        let a = a.to_str()?;
+        if a == "--config" {
+            args.get(i + 1).map(std::path::PathBuf::from)
+        } else {
+            a.strip_prefix("--config=").map(std::path::PathBuf::from)
+        }
+    });
+    let Some(path) =
+        from_flag.or_else(|| std::env::var_os(crate::config::CONFIG_ENV).map(Into::into))
+    else {
+        return Ok(());
+    };
+    for (name, value) in crate::config::config_file_env(&path)? {
+        if std::env::var_os(&name).is_none() {
+            // Single-threaded here: nothing else reads the environment yet.
+            unsafe { std::env::set_var(name, value) };
+        }
+    }
+    Ok(())
 }
