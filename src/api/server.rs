@@ -19,7 +19,7 @@ use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use axum::Router;
-use http_body_util::{BodyExt, LengthLimitError, Limited};
+use http_body_util::BodyExt;
 use serde_json::{json, Value};
 use tracing::Instrument as _;
 
@@ -148,25 +148,50 @@ fn json_response(status: StatusCode, body: &Value) -> Response {
     resp
 }
 
+/// How much of an oversized body is read (and dropped) before answering 413: clients
+/// that write the whole body before reading (most HTTP/1.1 clients) then see the answer
+/// instead of a reset connection. Beyond this the connection is simply dropped.
+pub const DRAIN_LIMIT_BYTES: u64 = 4 * MAX_BODY_BYTES as u64;
+
 /// Reads the body up to [`MAX_BODY_BYTES`]; a larger one is `RequestTooLarge`.
-async fn read_body(headers: &HeaderMap, body: Body) -> Result<Bytes, ApiError> {
-    let too_large = || ApiError::RequestTooLarge {
-        limit: MAX_BODY_BYTES,
-    };
+async fn read_body(headers: &HeaderMap, mut body: Body) -> Result<Bytes, ApiError> {
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok());
-    if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
-        return Err(too_large());
+    let mut over = declared.is_some_and(|n| n > MAX_BODY_BYTES as u64);
+    let mut buf: Vec<u8> = Vec::with_capacity(
+        declared
+            .filter(|_| !over)
+            .map_or(0, |n| usize::try_from(n).unwrap_or(0)),
+    );
+    let mut total: u64 = 0;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| {
+            ApiError::BadRequest(format!("The request body could not be read: {e}."))
+        })?;
+        let Ok(data) = frame.into_data() else {
+            continue; // trailers
+        };
+        total += data.len() as u64;
+        if !over && total > MAX_BODY_BYTES as u64 {
+            over = true;
+            buf = Vec::new();
+        }
+        if over {
+            if total > DRAIN_LIMIT_BYTES {
+                break;
+            }
+            continue;
+        }
+        buf.extend_from_slice(&data);
     }
-    match Limited::new(body, MAX_BODY_BYTES).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(too_large()),
-        Err(e) => Err(ApiError::BadRequest(format!(
-            "The request body could not be read: {e}."
-        ))),
+    if over {
+        return Err(ApiError::RequestTooLarge {
+            limit: MAX_BODY_BYTES,
+        });
     }
+    Ok(Bytes::from(buf))
 }
 
 async fn rpc(
