@@ -36,4 +36,19 @@ status=0
 if [[ $status -eq 5 ]]; then
   echo "test.sh: pytest collected no tests in tests/sdk" >&2
 fi
-exit "$status"
+if [[ $status -ne 0 ]]; then
+  exit "$status"
+fi
+
+# ---- Web console browser test (tests/browser) ----------------------------------------
+# Debian's chromium (apt, only when missing) driven by playwright-core from npm (pinned in
+# tests/browser/package-lock.json; `npm ci`, never a browser download). Node/npm come with
+# the machine. Screenshots land in target/browser/ (paths printed).
+if [[ ! -x /usr/bin/chromium ]]; then
+  echo "test: installing chromium (apt)" >&2
+  sudo_cmd=""; [[ $(id -u) -ne 0 ]] && sudo_cmd="sudo"
+  $sudo_cmd apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends chromium >/dev/null
+fi
+(cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
+IMGSEARCH_BIN="$root/target/release/imgsearch" node --test tests/browser/console.test.mjs

@@ -1,6 +1,10 @@
 //! The seven actions of the 2020-03-20 API: business parameters checked against the spec's
 //! rules, the service called, the response body built with the spec's exact field names.
 //! One function per action; `dispatch` picks it. Errors leave as `ApiError`.
+//!
+//! Extensions of ours, invisible to clients that do not use them: AddImage and SearchImage
+//! accept `ImageContent` (base64 image bytes) instead of `ImageUrl`, and the extra action
+//! `GetThumbnail` (DbName, DataId) returns a stored image's JPEG thumbnail as base64.
 
 use serde_json::{json, Value};
 
@@ -9,7 +13,7 @@ use super::params::Params;
 use crate::service::images::{
     AddImage, ImageService, ImageSource, ListImages, SearchImage, ServiceError,
 };
-use crate::store::{is_valid_db_name, Order};
+use crate::store::{is_valid_db_name, DataId, Order};
 
 pub const LIST_DEFAULT_LIMIT: u32 = 20;
 pub const LIST_MAX_LIMIT: u32 = 1000;
@@ -113,8 +117,38 @@ pub async fn dispatch(
                 .map_err(map_err)?;
             Ok(None)
         }
+        "GetThumbnail" => {
+            let db = db_name(params, "DbName")?;
+            let id = data_id(params)?;
+            let jpeg = service
+                .thumbnail(tenant, &db, id)
+                .await
+                .map_err(map_err)?
+                .ok_or_else(|| {
+                    ApiError::InvalidParameter(format!(
+                        "DataId {id} is not an image of database \"{db}\"; list them with ListImages"
+                    ))
+                })?;
+            use base64::Engine as _;
+            Ok(Some(json!({
+                "DataId": id.to_string(),
+                "ContentType": "image/jpeg",
+                "ImageContent": base64::engine::general_purpose::STANDARD.encode(jpeg),
+            })))
+        }
         other => Err(ApiError::InvalidActionNotFound(other.to_string())),
     }
+}
+
+fn data_id(params: &Params) -> Result<DataId, ApiError> {
+    let v = params
+        .get_non_empty("DataId")
+        .ok_or_else(|| required("DataId", "the DataId of an image, as ListImages returns it"))?;
+    v.parse::<DataId>().map_err(|_| {
+        ApiError::InvalidParameter(format!(
+            "DataId \"{v}\" is invalid: use a DataId exactly as AddImage or ListImages returned it"
+        ))
+    })
 }
 
 /// The one place service errors become API codes.
@@ -183,14 +217,50 @@ fn extra_data(params: &Params) -> Result<String, ApiError> {
     Ok(v.to_string())
 }
 
+/// The image of AddImage/SearchImage: `ImageUrl` (the public API) or `ImageContent` (our
+/// upload extension: base64 of the image bytes), exactly one of the two.
 fn image_source(params: &Params) -> Result<ImageSource, ApiError> {
-    match params.get_non_empty("ImageUrl") {
-        Some(url) => Ok(ImageSource::Url(url.to_string())),
-        None => Err(required(
+    match (
+        params.get_non_empty("ImageUrl"),
+        params.get_non_empty("ImageContent"),
+    ) {
+        (Some(url), None) => Ok(ImageSource::Url(url.to_string())),
+        (None, Some(content)) => Ok(ImageSource::Bytes(decode_image_content(content)?)),
+        (Some(_), Some(_)) => Err(ApiError::InvalidParameter(
+            "ImageUrl and ImageContent were both given; send exactly one: the URL of the image, \
+             or its bytes as base64 in ImageContent"
+                .into(),
+        )),
+        (None, None) => Err(required(
             "ImageUrl",
-            "the http(s) URL of a JPEG or PNG image",
+            "the http(s) URL of a JPEG or PNG image (or send the image itself, base64-encoded, in ImageContent)",
         )),
     }
+}
+
+/// Decodes `ImageContent`: standard base64 (RFC 4648 §4, `+/`), padding optional, ASCII
+/// whitespace (line breaks from `base64` tools) ignored.
+fn decode_image_content(content: &str) -> Result<Vec<u8>, ApiError> {
+    use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+    use base64::Engine as _;
+    const ENGINE: GeneralPurpose = GeneralPurpose::new(
+        &base64::alphabet::STANDARD,
+        GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+    );
+    let compact: String = if content.bytes().any(|b| b.is_ascii_whitespace()) {
+        content
+            .chars()
+            .filter(|c| !c.is_ascii_whitespace())
+            .collect()
+    } else {
+        content.to_string()
+    };
+    ENGINE.decode(compact.as_bytes()).map_err(|e| {
+        ApiError::InvalidParameter(format!(
+            "ImageContent is not valid base64 ({e}); send the image bytes encoded with the \
+             standard base64 alphabet (A-Z a-z 0-9 + /), form-urlencoded in the body"
+        ))
+    })
 }
 
 fn order(params: &Params) -> Result<Order, ApiError> {
@@ -253,6 +323,45 @@ mod tests {
             &Params::parse("", Some(format!("ExtraData={too_long}").as_bytes())).unwrap()
         )
         .is_err());
+    }
+
+    #[test]
+    fn image_url_or_content_exactly_one() {
+        assert!(matches!(
+            image_source(&params("ImageUrl=http%3A%2F%2Fa%2Fb.jpg")).unwrap(),
+            ImageSource::Url(u) if u == "http://a/b.jpg"
+        ));
+        // "aGVsbG8=" is base64 of "hello"; padding optional, line breaks ignored.
+        for q in [
+            "ImageContent=aGVsbG8%3D",
+            "ImageContent=aGVsbG8",
+            "ImageContent=aGVs%0AbG8%3D",
+        ] {
+            match image_source(&params(q)).unwrap() {
+                ImageSource::Bytes(b) => assert_eq!(b, b"hello", "{q}"),
+                other => panic!("{q}: {other:?}"),
+            }
+        }
+        let both = image_source(&params(
+            "ImageUrl=http%3A%2F%2Fa%2Fb.jpg&ImageContent=aGVsbG8",
+        ))
+        .unwrap_err();
+        assert_eq!(both.code(), "InvalidParameter");
+        assert!(both.message().contains("exactly one"), "{}", both.message());
+        let none = image_source(&params("")).unwrap_err();
+        assert!(none.message().contains("ImageUrl") && none.message().contains("ImageContent"));
+        let bad = image_source(&params("ImageContent=not*base64!")).unwrap_err();
+        assert_eq!(bad.code(), "InvalidParameter");
+        assert!(bad.message().contains("ImageContent"), "{}", bad.message());
+    }
+
+    #[test]
+    fn data_id_rule() {
+        assert!(data_id(&params("DataId=1585903814940000")).is_ok());
+        for q in ["", "DataId=abc", "DataId=-1"] {
+            let e = data_id(&params(q)).unwrap_err();
+            assert!(e.message().contains("DataId"), "{q}: {}", e.message());
+        }
     }
 
     #[test]

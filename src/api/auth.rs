@@ -36,6 +36,9 @@ pub const KNOWN_ACTIONS: [&str; 7] = [
     "DeleteImage",
 ];
 
+/// Actions of ours beyond the public API (see `actions.rs`); signed and checked like the others.
+pub const EXTENSION_ACTIONS: [&str; 1] = ["GetThumbnail"];
+
 /// How far `Timestamp` / `x-acs-date` may be from server time, either direction.
 pub const TIMESTAMP_WINDOW_SECS: i64 = 15 * 60;
 
@@ -125,9 +128,9 @@ pub fn authenticate(
     }
 }
 
-/// Whether `name` is an action of this API.
+/// Whether `name` is an action of this API (or one of our [`EXTENSION_ACTIONS`]).
 pub fn is_known_action(name: &str) -> bool {
-    KNOWN_ACTIONS.contains(&name)
+    KNOWN_ACTIONS.contains(&name) || EXTENSION_ACTIONS.contains(&name)
 }
 
 /// `Ok` for a known action, else 404 `InvalidAction.NotFound`.
@@ -584,6 +587,11 @@ fn hmac_block_key<D: Digest>(key: &[u8]) -> [u8; 64] {
         block[..key.len()].copy_from_slice(key);
     }
     block
+}
+
+/// Lower-case hex SHA-256 of `bytes` (V3 `x-acs-content-sha256`).
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex(&Sha256::digest(bytes))
 }
 
 fn hex(bytes: &[u8]) -> String {

@@ -110,6 +110,14 @@ pub enum ApiError {
     #[error("{0}")]
     ServiceUnavailable(String),
 
+    /// The request body is larger than the server accepts (HTTP 413). Our own code.
+    #[error("The request body is larger than {limit} bytes, the most this server accepts; images may be at most 2 MB (AddImage) or 3 MB (SearchImage) before base64.")]
+    RequestTooLarge { limit: usize },
+
+    /// A path other than the API's `/` and the documented extras (HTTP 404). Our own code.
+    #[error("There is nothing at path \"{0}\": the API is served at \"/\"; see also /console, /healthz, /readyz, /metrics.")]
+    PathNotFound(String),
+
     /// Anything else that is our fault.
     #[error("{0}")]
     Internal(String),
@@ -140,6 +148,8 @@ impl ApiError {
             Self::InvalidImageSize(_) => "InvalidImage.Size",
             Self::AlgoError(_) => "InternalError.Algo",
             Self::ServiceUnavailable(_) => "ServiceUnavailable",
+            Self::RequestTooLarge { .. } => "RequestTooLarge",
+            Self::PathNotFound(_) => "InvalidPath.NotFound",
             Self::Internal(_) => "InternalError",
         }
     }
@@ -148,7 +158,10 @@ impl ApiError {
     /// sends for `InternalError.Algo`; `http::StatusCode::from_u16(586)` accepts it.
     pub fn http_status(&self) -> u16 {
         match self {
-            Self::InvalidAccessKeyIdNotFound(_) | Self::InvalidActionNotFound(_) => 404,
+            Self::InvalidAccessKeyIdNotFound(_)
+            | Self::InvalidActionNotFound(_)
+            | Self::PathNotFound(_) => 404,
+            Self::RequestTooLarge { .. } => 413,
             Self::AlgoError(_) => 586,
             Self::ServiceUnavailable(_) => 503,
             Self::Internal(_) => 500,
@@ -251,6 +264,16 @@ mod tests {
                 503,
             ),
             (ApiError::Internal("oops".into()), "InternalError", 500),
+            (
+                ApiError::RequestTooLarge { limit: 8 },
+                "RequestTooLarge",
+                413,
+            ),
+            (
+                ApiError::PathNotFound("/x".into()),
+                "InvalidPath.NotFound",
+                404,
+            ),
         ];
         for (err, code, status) in rows {
             assert_eq!(err.code(), code, "{err:?}");

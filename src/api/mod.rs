@@ -16,8 +16,10 @@
 
 pub mod actions;
 pub mod auth;
+pub mod console;
 pub mod error;
 pub mod keys;
+pub mod metrics;
 pub mod nonce;
 pub mod params;
 pub mod response;
@@ -25,7 +27,7 @@ pub mod server;
 
 pub use auth::{
     authenticate, check_action, is_known_action, Authenticated, RequestParts, SignatureStyle,
-    API_VERSION, KNOWN_ACTIONS, TIMESTAMP_WINDOW_SECS,
+    API_VERSION, EXTENSION_ACTIONS, KNOWN_ACTIONS, TIMESTAMP_WINDOW_SECS,
 };
 pub use error::ApiError;
 pub use keys::{load_keys, load_keys_from_env, KeyPair, KeySource, KeyStore, LoadedKeys};

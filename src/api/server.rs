@@ -1,58 +1,197 @@
-//! The HTTP server: one RPC endpoint at `/` (GET and POST) in front of `ImageService`.
+//! The HTTP server: one RPC endpoint at `/` (GET and POST) in front of `ImageService`,
+//! plus the operational routes `/healthz`, `/readyz`, `/metrics` and the web console at
+//! `/console` (static files embedded in the binary; it calls `/` like any client).
 //!
 //! A handler only moves bytes: it collects the request parts, authenticates them
 //! (`auth`), dispatches the action (`actions`) and renders JSON or XML (`response`), with
-//! a fresh RequestId on every answer. Graceful shutdown: on SIGTERM/SIGINT the listener
-//! stops accepting, in-flight requests finish, then the service (embedder, store) closes.
+//! a fresh RequestId on every answer. Each request is logged (one `tracing` event carrying
+//! its RequestId, action, status, code and latency) and counted in `metrics`. Graceful
+//! shutdown: on SIGTERM/SIGINT the listener stops accepting, in-flight requests finish,
+//! then the service (embedder, store) closes.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
-use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::body::{Body, Bytes};
+use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::routing::any;
+use axum::routing::{any, get};
 use axum::Router;
+use http_body_util::BodyExt;
 use serde_json::{json, Value};
+use tracing::Instrument as _;
 
 use super::actions::dispatch;
 use super::auth::{authenticate, RequestParts};
+use super::console;
 use super::error::ApiError;
 use super::keys::KeyStore;
+use super::metrics::{action_label, Gauges, Metrics, CONTENT_TYPE as METRICS_CONTENT_TYPE};
 use super::nonce::NonceCache;
 use super::params::{Headers, Params};
 use super::response::{new_request_id, render_error, render_success, ResponseFormat};
 use crate::service::images::ImageService;
 
-/// Largest request body accepted (form bodies are small; uploads come later and are
-/// capped at 3 MB of image, about 4 MB as base64).
+/// Largest request body accepted: a 3 MB SearchImage upload is about 4 MB as base64, a
+/// little more once form-encoded. A larger body gets 413 `RequestTooLarge`.
 pub const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
 
 pub struct AppState {
     pub service: Arc<ImageService>,
     pub keys: KeyStore,
     pub nonces: NonceCache,
+    pub metrics: Metrics,
+    /// Whether the main router serves `/metrics` (off when disabled or served elsewhere).
+    pub metrics_on_main: bool,
+}
+
+impl AppState {
+    pub fn new(service: Arc<ImageService>, keys: KeyStore, metrics_on_main: bool) -> Self {
+        Self {
+            service,
+            keys,
+            nonces: NonceCache::default(),
+            metrics: Metrics::default(),
+            metrics_on_main,
+        }
+    }
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
-    Router::new()
+    let mut r = Router::new()
         .route("/", any(rpc))
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/console", get(console::index))
+        .route("/console/", get(console::index))
+        .route("/console/{file}", get(console::asset));
+    if state.metrics_on_main {
+        r = r.route("/metrics", get(metrics));
+    }
+    r.fallback(not_found).with_state(state)
+}
+
+/// A router with `/metrics` only, for a separate (e.g. internal-only) listener.
+pub fn metrics_router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .fallback(not_found)
         .with_state(state)
 }
 
 /// Serves until `shutdown` resolves, then waits for in-flight requests.
 pub async fn serve(
     listener: tokio::net::TcpListener,
-    state: Arc<AppState>,
+    app: Router,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+}
+
+/// Liveness: the process is up and answering.
+async fn healthz() -> Response {
+    json_response(StatusCode::OK, &json!({ "Status": "ok" }))
+}
+
+/// Readiness: the model is loaded (inference threads running) and the store answers.
+async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+    let model = state.service.embedder().is_running();
+    let store = state.service.check_store().await;
+    let ready = model && store.is_ok();
+    let body = json!({
+        "Status": if ready { "ready" } else { "not ready" },
+        "Model": if model { "loaded" } else { "not running" },
+        "Store": match &store { Ok(()) => "open".to_string(), Err(e) => e.to_string() },
+    });
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    json_response(status, &body)
+}
+
+async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    let embedder = state.service.embedder();
+    let text = state.metrics.render(&Gauges {
+        queue_depth: embedder.queue_depth(),
+        batcher: embedder.stats(),
+        databases: state.service.database_sizes(),
+    });
+    let mut resp = (StatusCode::OK, text).into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(METRICS_CONTENT_TYPE),
+    );
+    resp
+}
+
+/// Any other path: a 404 in the API's error format, naming the paths that exist.
+async fn not_found(uri: Uri) -> Response {
+    let err = ApiError::PathNotFound(uri.path().to_string());
+    error_response(&err, &new_request_id(), "", ResponseFormat::Json)
+}
+
+fn json_response(status: StatusCode, body: &Value) -> Response {
+    let mut resp = (status, body.to_string()).into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json;charset=utf-8"),
+    );
+    resp
+}
+
+/// How much of an oversized body is read (and dropped) before answering 413: clients
+/// that write the whole body before reading (most HTTP/1.1 clients) then see the answer
+/// instead of a reset connection. Beyond this the connection is simply dropped.
+pub const DRAIN_LIMIT_BYTES: u64 = 4 * MAX_BODY_BYTES as u64;
+
+/// Reads the body up to [`MAX_BODY_BYTES`]; a larger one is `RequestTooLarge`.
+async fn read_body(headers: &HeaderMap, mut body: Body) -> Result<Bytes, ApiError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    let mut over = declared.is_some_and(|n| n > MAX_BODY_BYTES as u64);
+    let mut buf: Vec<u8> = Vec::with_capacity(
+        declared
+            .filter(|_| !over)
+            .map_or(0, |n| usize::try_from(n).unwrap_or(0)),
+    );
+    let mut total: u64 = 0;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| {
+            ApiError::BadRequest(format!("The request body could not be read: {e}."))
+        })?;
+        let Ok(data) = frame.into_data() else {
+            continue; // trailers
+        };
+        total += data.len() as u64;
+        if !over && total > MAX_BODY_BYTES as u64 {
+            over = true;
+            buf = Vec::new();
+        }
+        if over {
+            if total > DRAIN_LIMIT_BYTES {
+                break;
+            }
+            continue;
+        }
+        buf.extend_from_slice(&data);
+    }
+    if over {
+        return Err(ApiError::RequestTooLarge {
+            limit: MAX_BODY_BYTES,
+        });
+    }
+    Ok(Bytes::from(buf))
 }
 
 async fn rpc(
@@ -60,9 +199,50 @@ async fn rpc(
     method: Method,
     uri: Uri,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Response {
+    let started = Instant::now();
     let request_id = new_request_id();
+    let span = tracing::info_span!("request", request_id = %request_id);
+    let (resp, action, code) = handle(&state, &request_id, method, uri, headers, body)
+        .instrument(span.clone())
+        .await;
+    let elapsed = started.elapsed();
+    let status = resp.status().as_u16();
+    let action = action_label(action.as_deref());
+    state.metrics.observe(action, status, elapsed);
+    span.in_scope(|| {
+        let ms = format!("{:.3}", elapsed.as_secs_f64() * 1000.0);
+        if status >= 500 {
+            tracing::warn!(action, status, code, %ms, "request failed");
+        } else {
+            tracing::info!(action, status, code, %ms, "request");
+        }
+    });
+    resp
+}
+
+/// The RPC proper; returns the response, the action (when one could be read) and the
+/// error code (`""` on success) for the log and the metrics.
+async fn handle(
+    state: &AppState,
+    request_id: &str,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> (Response, Option<String>, &'static str) {
+    let fail = |e: &ApiError, host_id: &str, format: ResponseFormat, action: Option<String>| {
+        (
+            error_response(e, request_id, host_id, format),
+            action,
+            e.code(),
+        )
+    };
+    let body = match read_body(&headers, body).await {
+        Ok(b) => b,
+        Err(e) => return fail(&e, "", ResponseFormat::Json, None),
+    };
     let mut pairs: Vec<(String, String)> = headers
         .iter()
         .filter_map(|(k, v)| {
@@ -86,16 +266,10 @@ async fn rpc(
     let query = uri.query().unwrap_or("");
     let params = match Params::from_request(query, &headers, &body) {
         Ok(p) => p,
-        Err(e) => {
-            return error_response(
-                &ApiError::from(e),
-                &request_id,
-                &host_id,
-                ResponseFormat::Json,
-            )
-        }
+        Err(e) => return fail(&ApiError::from(e), &host_id, ResponseFormat::Json, None),
     };
     let format = ResponseFormat::from_params(&params);
+    let claimed_action = params.action(&headers).map(str::to_string);
     let auth = match authenticate(
         RequestParts {
             method: method.as_str(),
@@ -108,21 +282,23 @@ async fn rpc(
         SystemTime::now(),
     ) {
         Ok(a) => a,
-        Err(e) => return error_response(&e, &request_id, &host_id, format),
+        Err(e) => return fail(&e, &host_id, format, claimed_action),
     };
+    tracing::debug!(action = %auth.action, tenant = %auth.tenant_id(), "authenticated");
     match dispatch(&state.service, auth.tenant_id(), &auth.action, &auth.params).await {
         Ok(data) => {
             let mut body = json!({ "RequestId": request_id });
             if let Some(data) = data {
                 body["Data"] = data;
             }
-            respond(
+            let resp = respond(
                 StatusCode::OK,
                 render_success(&auth.action, &body, format),
                 format,
-            )
+            );
+            (resp, Some(auth.action), "")
         }
-        Err(e) => error_response(&e, &request_id, &host_id, format),
+        Err(e) => fail(&e, &host_id, format, Some(auth.action)),
     }
 }
 

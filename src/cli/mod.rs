@@ -2,8 +2,12 @@
 //! Subcommands print results on stdout and one line per problem on stderr.
 
 mod bench;
+pub mod client;
 mod embed;
+mod import;
+mod logging;
 mod model;
+pub mod profile;
 mod serve;
 
 use std::process::ExitCode;
@@ -25,6 +29,10 @@ pub struct Cli {
     pub config: Option<std::path::PathBuf>,
     #[command(flatten)]
     pub model: ModelConfig,
+    /// Log filter: a level (error, warn, info, debug, trace) or per-target directives such
+    /// as `info,imgsearch=debug`. Logs go to stderr.
+    #[arg(long, env = "IMGSEARCH_LOG", default_value = "info", global = true)]
+    pub log_level: String,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -47,6 +55,19 @@ pub enum Command {
         #[arg(long, default_value_t = 5)]
         top: usize,
     },
+    /// Manage image databases on a running server (signed API calls).
+    Db {
+        #[command(flatten)]
+        conn: profile::ConnectionArgs,
+        #[command(subcommand)]
+        command: client::DbCommand,
+    },
+    /// Add one image (a local file, uploaded as ImageContent, or --url) to a database.
+    Add(client::AddArgs),
+    /// Search a database with an image; prints a table of matches.
+    Search(client::SearchArgs),
+    /// Add a directory of images, or the rows of a CSV manifest, in parallel; resumable.
+    Import(import::ImportArgs),
     /// Inspect the network.
     Model {
         #[command(subcommand)]
@@ -65,7 +86,15 @@ pub fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
     let cli = Cli::parse();
+    if let Err(e) = logging::init(&cli.log_level) {
+        eprintln!("imgsearch: {e}");
+        return ExitCode::from(2);
+    }
     let result = match cli.command {
+        Command::Db { conn, command } => client::run_db(&conn, command),
+        Command::Add(args) => client::run_add(args),
+        Command::Search(args) => client::run_search(args),
+        Command::Import(args) => import::run(args),
         Command::Serve(config) => serve::run(&cli.model, config),
         Command::Embed { images } => embed::run(&cli.model, &images, embed::Output::Embedding),
         Command::Classify { images, top } => {

@@ -9,8 +9,7 @@ use std::sync::Arc;
 use anyhow::Context;
 
 use crate::api::keys::{load_keys_from_env, KeySource};
-use crate::api::nonce::NonceCache;
-use crate::api::server::{serve, AppState};
+use crate::api::server::{metrics_router, router, serve, AppState};
 use crate::config::ModelConfig;
 use crate::service::images::ImageService;
 use crate::service::list_token::ListTokenKey;
@@ -35,6 +34,12 @@ pub struct ServeConfig {
     /// Most images per database (the public service caps at 50,000); unlimited if unset.
     #[arg(long, env = "IMGSEARCH_MAX_IMAGES_PER_DB")]
     pub max_images_per_db: Option<u64>,
+    /// Serve /metrics on this address instead of the main one (e.g. an internal interface).
+    #[arg(long, env = "IMGSEARCH_METRICS_LISTEN", conflicts_with = "no_metrics")]
+    pub metrics_listen: Option<SocketAddr>,
+    /// Do not serve /metrics at all.
+    #[arg(long, env = "IMGSEARCH_NO_METRICS")]
+    pub no_metrics: bool,
 }
 
 pub fn run(model: &ModelConfig, config: ServeConfig) -> anyhow::Result<ExitCode> {
@@ -80,11 +85,29 @@ async fn run_async(model: &ModelConfig, config: ServeConfig) -> anyhow::Result<E
         ..FetchConfig::default()
     })?;
     let service = Arc::new(ImageService::start(store, fetcher, embedder, tokens)?);
-    let state = Arc::new(AppState {
-        service,
-        keys: keys.store,
-        nonces: NonceCache::default(),
-    });
+    let metrics_on_main = !config.no_metrics && config.metrics_listen.is_none();
+    let state = Arc::new(AppState::new(service, keys.store, metrics_on_main));
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let metrics_task = match config.metrics_listen {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding the metrics address {addr}"))?;
+            eprintln!(
+                "imgsearch metrics on http://{}/metrics",
+                listener.local_addr()?
+            );
+            let mut rx = stop_rx.clone();
+            let app = metrics_router(state.clone());
+            Some(tokio::spawn(async move {
+                serve(listener, app, async move {
+                    let _ = rx.wait_for(|stop| *stop).await;
+                })
+                .await
+            }))
+        }
+        None => None,
+    };
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;
@@ -93,7 +116,12 @@ async fn run_async(model: &ModelConfig, config: ServeConfig) -> anyhow::Result<E
         "imgsearch listening on http://{addr} (data in {})",
         config.data.display()
     );
-    serve(listener, state.clone(), shutdown_signal()).await?;
+    tracing::info!(%addr, data = %config.data.display(), "listening");
+    serve(listener, router(state.clone()), shutdown_signal()).await?;
+    let _ = stop_tx.send(true);
+    if let Some(task) = metrics_task {
+        task.await.context("metrics listener")??;
+    }
     eprintln!("imgsearch: shutting down; in-flight requests finished");
     drop(state); // closes the embedder (joins its threads) and the store
     Ok(ExitCode::SUCCESS)

@@ -175,6 +175,12 @@ impl ImageService {
             .collect()
     }
 
+    /// Whether the store answers a query (for `/readyz`).
+    pub async fn check_store(&self) -> Result<(), ServiceError> {
+        self.blocking_store(|s| s.get_db(DbRef::new("", "readyz")).map(|_| ()))
+            .await
+    }
+
     pub async fn create_db(&self, tenant: &str, name: &str) -> Result<DbInfo, ServiceError> {
         let info = self
             .blocking_store({

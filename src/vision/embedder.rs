@@ -69,6 +69,25 @@ pub struct BatcherStats {
     pub queued: AtomicUsize,
     pub batches: AtomicUsize,
     pub images: AtomicUsize,
+    /// Batches by size: index i counts batches of size in (2^(i-1), 2^i], the last index
+    /// everything larger (see [`BATCH_SIZE_BOUNDS`]).
+    pub batch_sizes: [AtomicUsize; BATCH_SIZE_BOUNDS.len() + 1],
+}
+
+/// Upper bounds (inclusive) of the batch-size histogram buckets in [`BatcherStats`].
+pub const BATCH_SIZE_BOUNDS: [usize; 7] = [1, 2, 4, 8, 16, 32, 64];
+
+impl BatcherStats {
+    fn record_batch(&self, n: usize) {
+        self.queued.fetch_sub(n, Ordering::Relaxed);
+        self.batches.fetch_add(1, Ordering::Relaxed);
+        self.images.fetch_add(n, Ordering::Relaxed);
+        let bucket = BATCH_SIZE_BOUNDS
+            .iter()
+            .position(|&b| n <= b)
+            .unwrap_or(BATCH_SIZE_BOUNDS.len());
+        self.batch_sizes[bucket].fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 struct Job {
@@ -169,6 +188,13 @@ impl EmbeddingBatcher {
         Ok(Ticket(rx))
     }
 
+    /// Whether the inference threads are up (the model is loaded and serving).
+    pub fn is_running(&self) -> bool {
+        self.tx.is_some()
+            && !self.workers.is_empty()
+            && self.workers.iter().all(|w| !w.is_finished())
+    }
+
     /// Jobs waiting for the inference thread right now.
     pub fn queue_depth(&self) -> usize {
         self.tx.as_ref().map_or(0, |tx| tx.len())
@@ -216,9 +242,7 @@ fn inference_loop(
             input.extend_from_slice(&job.input);
         }
         let n = jobs.len();
-        stats.queued.fetch_sub(n, Ordering::Relaxed);
-        stats.batches.fetch_add(1, Ordering::Relaxed);
-        stats.images.fetch_add(n, Ordering::Relaxed);
+        stats.record_batch(n);
         match model.run(&input, n) {
             Ok(out) => {
                 for (i, job) in jobs.drain(..).enumerate() {

@@ -1,0 +1,389 @@
+// imgsearch console: databases, image browsing with thumbnails, add, search by image,
+// delete. Talks only to this server's signed API at `/` (see sign.js).
+import { formEncode, signV3 } from "/console/sign.js";
+
+const $ = (id) => document.getElementById(id);
+const PAGE = 24;
+const ADD_MAX = 2 * 1024 * 1024;
+const SEARCH_MAX = 3 * 1024 * 1024;
+const KEY_ID = "imgsearch.accessKeyId";
+const KEY_SECRET = "imgsearch.accessKeySecret";
+
+const state = { db: null, offset: 0, total: 0, filter: "", thumbs: new Map() };
+
+class ApiError extends Error {
+  constructor(code, message, status) {
+    super(`${code}: ${message}`);
+    this.code = code;
+    this.status = status;
+  }
+}
+
+function credentials() {
+  const accessKeyId = sessionStorage.getItem(KEY_ID);
+  const secret = sessionStorage.getItem(KEY_SECRET);
+  return accessKeyId && secret ? { accessKeyId, secret } : null;
+}
+
+async function call(action, params = [], creds = credentials()) {
+  if (!creds) throw new ApiError("NotSignedIn", "sign in first", 0);
+  const body = formEncode(params);
+  const headers = await signV3({ ...creds, action, body });
+  let resp;
+  try {
+    resp = await fetch("/", { method: "POST", headers, body, cache: "no-store" });
+  } catch (e) {
+    throw new ApiError("NetworkError", `the server could not be reached (${e.message})`, 0);
+  }
+  let json;
+  try {
+    json = await resp.json();
+  } catch {
+    throw new ApiError("BadResponse", `HTTP ${resp.status} without an API body`, resp.status);
+  }
+  if (!resp.ok) throw new ApiError(json.Code || "Error", json.Message || "", resp.status);
+  return json.Data || {};
+}
+
+// ---- small UI helpers ----
+let toastTimer;
+function toast(text, kind = "info") {
+  const t = $("toast");
+  t.textContent = text;
+  t.className = `toast ${kind}`;
+  t.hidden = false;
+  clearTimeout(toastTimer);
+  toastTimer = setTimeout(() => (t.hidden = true), kind === "error" ? 8000 : 3000);
+}
+const fail = (e) => toast(e.message, "error");
+
+function el(tag, attrs = {}, ...children) {
+  const n = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (k === "class") n.className = v;
+    else if (k.startsWith("on")) n.addEventListener(k.slice(2), v);
+    else if (v !== undefined && v !== null) n.setAttribute(k, v);
+  }
+  for (const c of children) n.append(c);
+  return n;
+}
+
+function busy(button, on) {
+  button.disabled = on;
+  button.classList.toggle("busy", on);
+}
+
+function fileToBase64(file) {
+  return new Promise((resolve, reject) => {
+    const r = new FileReader();
+    r.onload = () => resolve(String(r.result).replace(/^data:[^,]*,/, ""));
+    r.onerror = () => reject(new ApiError("ReadError", `cannot read ${file.name}`, 0));
+    r.readAsDataURL(file);
+  });
+}
+
+// ---- views ----
+function show(signedIn) {
+  $("signin-view").hidden = signedIn;
+  $("app-view").hidden = !signedIn;
+  $("who").hidden = !signedIn;
+  if (signedIn) $("who-key").textContent = credentials().accessKeyId;
+}
+
+async function signIn(ev) {
+  ev.preventDefault();
+  const creds = { accessKeyId: $("akid").value.trim(), secret: $("secret").value };
+  const btn = $("signin-submit");
+  busy(btn, true);
+  $("signin-error").hidden = true;
+  try {
+    await call("ListImageDbs", [], creds);
+    sessionStorage.setItem(KEY_ID, creds.accessKeyId);
+    sessionStorage.setItem(KEY_SECRET, creds.secret);
+    $("secret").value = "";
+    show(true);
+    await loadDbs();
+  } catch (e) {
+    $("signin-error").textContent = e.message;
+    $("signin-error").hidden = false;
+  } finally {
+    busy(btn, false);
+  }
+}
+
+function signOut() {
+  sessionStorage.removeItem(KEY_ID);
+  sessionStorage.removeItem(KEY_SECRET);
+  state.db = null;
+  state.thumbs.clear();
+  show(false);
+}
+
+async function loadDbs() {
+  const data = await call("ListImageDbs");
+  const names = (data.DbList || []).map((d) => d.Name).sort();
+  const list = $("db-list");
+  list.replaceChildren(
+    ...names.map((name) =>
+      el("li", {},
+        el("button", {
+          type: "button",
+          class: name === state.db ? "db active" : "db",
+          "data-db": name,
+          onclick: () => selectDb(name),
+        }, name)),
+    ),
+  );
+  if (!names.length) list.append(el("li", { class: "muted" }, "No databases yet."));
+  if (state.db && !names.includes(state.db)) state.db = null;
+  renderDbPanel();
+}
+
+function renderDbPanel() {
+  $("no-db").hidden = !!state.db;
+  $("db-panel").hidden = !state.db;
+  for (const b of document.querySelectorAll(".db")) b.classList.toggle("active", b.dataset.db === state.db);
+  if (state.db) $("db-title").textContent = state.db;
+}
+
+async function selectDb(name) {
+  state.db = name;
+  state.offset = 0;
+  state.filter = "";
+  $("filter").value = "";
+  $("match-grid").replaceChildren();
+  $("match-count").textContent = "";
+  $("query-preview").hidden = true;
+  renderDbPanel();
+  showTab("images");
+  await loadImages().catch(fail);
+}
+
+async function createDb(ev) {
+  ev.preventDefault();
+  const name = $("new-db").value.trim();
+  const btn = $("create-db");
+  busy(btn, true);
+  try {
+    await call("CreateImageDb", [["Name", name]]);
+    $("new-db").value = "";
+    toast(`Created database ${name}`);
+    await loadDbs();
+    await selectDb(name);
+  } catch (e) {
+    fail(e);
+  } finally {
+    busy(btn, false);
+  }
+}
+
+async function deleteDb() {
+  const name = state.db;
+  if (!name || !confirm(`Delete database "${name}" and every image in it? This cannot be undone.`)) return;
+  try {
+    await call("DeleteImageDb", [["Name", name]]);
+    toast(`Deleted database ${name}`);
+    state.db = null;
+    await loadDbs();
+  } catch (e) {
+    fail(e);
+  }
+}
+
+function showTab(which) {
+  const images = which === "images";
+  $("images-pane").hidden = !images;
+  $("search-pane").hidden = images;
+  $("tab-images").classList.toggle("active", images);
+  $("tab-search").classList.toggle("active", !images);
+}
+
+// ---- thumbnails: fetched through the signed GetThumbnail action, cached per tab ----
+const thumbQueue = [];
+let thumbsRunning = 0;
+function thumbnail(db, dataId, img) {
+  const key = `${db}/${dataId}`;
+  const cached = state.thumbs.get(key);
+  if (cached) {
+    img.src = cached;
+    return;
+  }
+  thumbQueue.push({ db, dataId, img, key });
+  pumpThumbs();
+}
+function pumpThumbs() {
+  while (thumbsRunning < 4 && thumbQueue.length) {
+    const job = thumbQueue.shift();
+    thumbsRunning++;
+    call("GetThumbnail", [["DbName", job.db], ["DataId", job.dataId]])
+      .then((d) => {
+        const url = `data:${d.ContentType || "image/jpeg"};base64,${d.ImageContent}`;
+        state.thumbs.set(job.key, url);
+        job.img.src = url;
+      })
+      .catch(() => job.img.classList.add("broken"))
+      .finally(() => {
+        thumbsRunning--;
+        pumpThumbs();
+      });
+  }
+}
+
+function card({ dataId, entityId, extraData, score }) {
+  const img = el("img", { alt: entityId, class: "thumb", loading: "lazy" });
+  thumbnail(state.db, dataId, img);
+  const meta = el("div", { class: "meta" },
+    el("div", { class: "entity", title: entityId }, entityId),
+    el("div", { class: "muted small", title: `DataId ${dataId}` }, dataId));
+  if (extraData) meta.append(el("div", { class: "extra small", title: extraData }, extraData));
+  const c = el("article", { class: "tile", "data-entity": entityId, "data-id": dataId });
+  if (score !== undefined) c.append(el("span", { class: "score" }, score.toFixed(2)));
+  c.append(img, meta,
+    el("button", {
+      type: "button",
+      class: "danger ghost small delete-entity",
+      title: `Delete every image of entity ${entityId}`,
+      onclick: () => deleteEntity(entityId),
+    }, "Delete entity"));
+  return c;
+}
+
+async function loadImages() {
+  const db = state.db;
+  const params = [["DbName", db], ["Offset", state.offset], ["Limit", PAGE], ["Order", "desc"]];
+  if (state.filter) params.push(["EntityIdPrefix", state.filter]);
+  const data = await call("ListImages", params);
+  if (db !== state.db) return;
+  const list = data.ImageList || [];
+  state.total = data.TotalCount || 0;
+  $("image-grid").replaceChildren(
+    ...list.map((r) => card({ dataId: r.DataId, entityId: r.EntityId, extraData: r.ExtraData })),
+  );
+  const from = list.length ? state.offset + 1 : 0;
+  const to = state.offset + list.length;
+  $("image-count").textContent = state.total
+    ? `${state.total} image${state.total === 1 ? "" : "s"}${state.filter ? ` with EntityId starting “${state.filter}”` : ""}`
+    : state.filter ? "No images match this filter." : "No images yet: add one above, or use `imgsearch import`.";
+  $("page-info").textContent = state.total ? `${from}–${to} of ${state.total}` : "";
+  $("prev-page").disabled = state.offset === 0;
+  // Offset paging reaches the first 2,000 records (the API's rule).
+  $("next-page").disabled = to >= state.total || to + PAGE > 2000;
+}
+
+async function page(delta) {
+  state.offset = Math.max(0, state.offset + delta * PAGE);
+  await loadImages().catch(fail);
+}
+
+async function deleteEntity(entityId) {
+  if (!confirm(`Delete every image of entity "${entityId}"?`)) return;
+  try {
+    await call("DeleteImage", [["DbName", state.db], ["EntityId", entityId]]);
+    toast(`Deleted entity ${entityId}`);
+    for (const t of document.querySelectorAll(`.tile[data-entity="${CSS.escape(entityId)}"]`)) t.remove();
+    await loadImages();
+  } catch (e) {
+    fail(e);
+  }
+}
+
+async function addImage(ev) {
+  ev.preventDefault();
+  const file = $("add-file").files[0];
+  if (!file) return;
+  if (file.size > ADD_MAX) return fail(new ApiError("InvalidImage.Size", `${file.name} is larger than 2 MB`, 0));
+  const btn = $("add-submit");
+  busy(btn, true);
+  try {
+    const content = await fileToBase64(file);
+    const entity = $("add-entity").value.trim();
+    const d = await call("AddImage", [
+      ["DbName", state.db],
+      ["EntityId", entity],
+      ["ExtraData", $("add-extra").value],
+      ["ImageContent", content],
+    ]);
+    toast(`Added ${file.name} as ${entity} (DataId ${d.DataId})`);
+    $("add-form").reset();
+    state.offset = 0;
+    await loadImages();
+  } catch (e) {
+    fail(e);
+  } finally {
+    busy(btn, false);
+  }
+}
+
+async function search(file) {
+  if (!file) return;
+  if (!/^image\/(jpeg|png)$/.test(file.type) && !/\.(jpe?g|png)$/i.test(file.name)) {
+    return fail(new ApiError("InvalidImage.Format", `${file.name} is not a JPEG or PNG`, 0));
+  }
+  if (file.size > SEARCH_MAX) return fail(new ApiError("InvalidImage.Size", `${file.name} is larger than 3 MB`, 0));
+  const preview = $("query-preview");
+  if (preview.src.startsWith("blob:")) URL.revokeObjectURL(preview.src);
+  preview.src = URL.createObjectURL(file);
+  preview.hidden = false;
+  $("drop-text").textContent = `${file.name} — searching…`;
+  try {
+    const content = await fileToBase64(file);
+    const d = await call("SearchImage", [["DbName", state.db], ["Limit", 24], ["ImageContent", content]]);
+    const matches = d.MatchList || [];
+    $("match-count").textContent = matches.length
+      ? `${matches.length} match${matches.length === 1 ? "" : "es"} (score 0–10, 10 = the same image)`
+      : "No matches: the database is empty.";
+    $("match-grid").replaceChildren(
+      ...matches.map((m) =>
+        card({ dataId: m.DataId, entityId: m.EntityId, extraData: m.ExtraData, score: m.Score })),
+    );
+  } catch (e) {
+    fail(e);
+  } finally {
+    $("drop-text").textContent = `${file.name} — drop or click for another image`;
+  }
+}
+
+function wire() {
+  $("signin-form").addEventListener("submit", signIn);
+  $("sign-out").addEventListener("click", signOut);
+  $("create-db-form").addEventListener("submit", createDb);
+  $("delete-db").addEventListener("click", deleteDb);
+  $("tab-images").addEventListener("click", () => showTab("images"));
+  $("tab-search").addEventListener("click", () => showTab("search"));
+  $("filter-form").addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    state.filter = $("filter").value.trim();
+    state.offset = 0;
+    loadImages().catch(fail);
+  });
+  $("prev-page").addEventListener("click", () => page(-1));
+  $("next-page").addEventListener("click", () => page(1));
+  $("add-form").addEventListener("submit", addImage);
+  $("search-file").addEventListener("change", (ev) => search(ev.target.files[0]));
+  const drop = $("drop");
+  drop.addEventListener("keydown", (ev) => {
+    if (ev.key === "Enter" || ev.key === " ") $("search-file").click();
+  });
+  for (const t of ["dragenter", "dragover"]) {
+    drop.addEventListener(t, (ev) => {
+      ev.preventDefault();
+      drop.classList.add("over");
+    });
+  }
+  for (const t of ["dragleave", "drop"]) drop.addEventListener(t, () => drop.classList.remove("over"));
+  drop.addEventListener("drop", (ev) => {
+    ev.preventDefault();
+    search(ev.dataTransfer.files[0]);
+  });
+}
+
+wire();
+if (credentials()) {
+  show(true);
+  loadDbs().catch((e) => {
+    fail(e);
+    if (e.status === 404 || e.code === "SignatureDoesNotMatch") signOut();
+  });
+} else {
+  show(false);
+}

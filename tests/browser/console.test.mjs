@@ -1,0 +1,191 @@
+// End-to-end test of the web console in a real browser: Debian's chromium driven by
+// playwright-core (no browser download). Starts the real server binary on a free port with
+// a fresh data directory, then: sign in → create a database → add an image (upload) →
+// browse (thumbnail) → search by image → delete the entity → delete the database.
+// Screenshots go to target/browser/ (paths printed). Run: node --test console.test.mjs
+//
+// Env: IMGSEARCH_BIN (default target/release/imgsearch), CHROMIUM (default /usr/bin/chromium).
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { mkdtempSync, mkdirSync, rmSync, existsSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, resolve, dirname } from "node:path";
+import { fileURLToPath } from "node:url";
+import { chromium } from "playwright-core";
+
+const root = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
+const bin = process.env.IMGSEARCH_BIN || join(root, "target/release/imgsearch");
+const browserPath = process.env.CHROMIUM || "/usr/bin/chromium";
+const samples = join(root, "../shared/datasets/imagenet-samples");
+const image = join(samples, "n01440764_tench.JPEG"); // 500×375
+const other = join(samples, "n01443537_goldfish.JPEG"); // 376×263
+const shots = join(root, "target/browser");
+const KEY_ID = "LTAIbrowsertest";
+const SECRET = "browser-test-secret-0123456789";
+
+let server, base, context, page, dataDir, profileDir;
+
+function startServer() {
+  dataDir = mkdtempSync(join(tmpdir(), "imgsearch-browser-data-"));
+  server = spawn(
+    bin,
+    ["--inference-workers", "1", "serve", "--listen", "127.0.0.1:0", "--data", dataDir],
+    { env: { ...process.env, IMGSEARCH_ACCESS_KEYS: `${KEY_ID}:${SECRET}` }, stdio: ["ignore", "ignore", "pipe"] },
+  );
+  return new Promise((resolvePromise, reject) => {
+    let log = "";
+    const timer = setTimeout(() => reject(new Error(`server did not start:\n${log}`)), 60_000);
+    server.stderr.on("data", (chunk) => {
+      log += chunk;
+      const m = /imgsearch listening on (http:\/\/\S+) /.exec(log);
+      if (m && !base) {
+        clearTimeout(timer);
+        base = m[1];
+        resolvePromise();
+      }
+    });
+    server.on("exit", (code) => reject(new Error(`server exited (${code}):\n${log}`)));
+  });
+}
+
+before(async () => {
+  assert.ok(existsSync(bin), `${bin} is missing: run cargo build --release first`);
+  assert.ok(existsSync(browserPath), `${browserPath} is missing: apt-get install chromium`);
+  await startServer();
+  profileDir = mkdtempSync(join(tmpdir(), "imgsearch-chromium-profile-"));
+  context = await chromium.launchPersistentContext(profileDir, {
+    executablePath: browserPath,
+    headless: true,
+    args: [
+      "--no-sandbox",
+      "--disable-gpu",
+      "--disable-background-networking",
+      "--disable-component-update",
+      "--disable-sync",
+      "--no-first-run",
+    ],
+    viewport: { width: 1280, height: 860 },
+  });
+  page = context.pages()[0] || (await context.newPage());
+  page.on("dialog", (d) => d.accept());
+  mkdirSync(shots, { recursive: true });
+});
+
+after(async () => {
+  await context?.close();
+  server?.kill("SIGTERM");
+  for (const d of [dataDir, profileDir]) if (d) rmSync(d, { recursive: true, force: true });
+});
+
+test("console: sign in, create db, upload, search, delete", async () => {
+  await page.goto(`${base}/console`);
+  await page.locator("#signin-view").waitFor();
+
+  // A wrong secret is refused with the server's code, and nothing is stored.
+  await page.fill("#akid", KEY_ID);
+  await page.fill("#secret", "wrong-secret");
+  await page.click("#signin-submit");
+  await page.locator("#signin-error").waitFor();
+  assert.match(await page.textContent("#signin-error"), /SignatureDoesNotMatch/);
+  assert.equal(await page.evaluate(() => sessionStorage.length), 0);
+
+  await page.fill("#secret", SECRET);
+  await page.click("#signin-submit");
+  await page.locator("#app-view").waitFor();
+  assert.equal(await page.textContent("#who-key"), KEY_ID);
+  // The secret lives in sessionStorage only.
+  assert.equal(await page.evaluate(() => sessionStorage.getItem("imgsearch.accessKeySecret")), SECRET);
+  assert.equal(await page.evaluate(() => localStorage.length), 0);
+
+  // Create a database.
+  await page.fill("#new-db", "browser_db");
+  await page.click("#create-db");
+  await page.locator('button.db.active[data-db="browser_db"]').waitFor();
+  await page.locator("#db-panel").waitFor();
+
+  // Upload (AddImage with ImageContent) two images.
+  for (const [file, entity, extra] of [
+    [image, "tench", "a fish, uploaded"],
+    [other, "goldfish", "another fish"],
+  ]) {
+    if (!(await page.locator("#add-box").evaluate((d) => d.open))) await page.click("#add-box summary");
+    await page.setInputFiles("#add-file", file);
+    await page.fill("#add-entity", entity);
+    await page.fill("#add-extra", extra);
+    await page.click("#add-submit");
+    await page.locator(`#image-grid .tile[data-entity="${entity}"]`).waitFor();
+  }
+  // Thumbnails arrive through the signed GetThumbnail action.
+  await page.waitForFunction(() =>
+    [...document.querySelectorAll("#image-grid img.thumb")].every((i) => i.src.startsWith("data:image/jpeg") && i.complete && i.naturalWidth > 0),
+  );
+  assert.match(await page.textContent("#image-count"), /2 images/);
+
+  // Filter by EntityId prefix.
+  await page.fill("#filter", "gold");
+  await page.click("#filter-form button");
+  await page.waitForFunction(() => document.querySelectorAll("#image-grid .tile").length === 1);
+  await page.fill("#filter", "");
+  await page.click("#filter-form button");
+  await page.waitForFunction(() => document.querySelectorAll("#image-grid .tile").length === 2);
+  await page.click("#add-box summary"); // close the add form for a tidy screenshot
+  await page.evaluate(() => (document.getElementById("toast").hidden = true));
+  await page.screenshot({ path: join(shots, "console-images.png"), fullPage: true });
+
+  // Search by image: the same picture ranks first with score 10.
+  await page.click("#tab-search");
+  await page.setInputFiles("#search-file", image);
+  await page.locator("#match-grid .tile").first().waitFor();
+  const first = page.locator("#match-grid .tile").first();
+  assert.equal(await first.getAttribute("data-entity"), "tench");
+  assert.equal((await first.locator(".score").textContent()).trim(), "10.00");
+  await page.waitForFunction(() =>
+    [...document.querySelectorAll("#match-grid img.thumb")].every((i) => i.complete && i.naturalWidth > 0),
+  );
+  await page.evaluate(() => (document.getElementById("toast").hidden = true));
+  const desktop = join(shots, "console-search.png");
+  await page.screenshot({ path: desktop, fullPage: true });
+  await page.setViewportSize({ width: 390, height: 844 });
+  const phone = join(shots, "console-search-phone.png");
+  await page.screenshot({ path: phone, fullPage: true });
+  // Nothing overflows sideways at phone width.
+  assert.ok(await page.evaluate(() => document.documentElement.scrollWidth <= window.innerWidth + 1));
+  await page.setViewportSize({ width: 1280, height: 860 });
+  console.log(`screenshots: ${join(shots, "console-images.png")} ${desktop} ${phone}`);
+
+  // Delete the entity from the search results, then check the image list.
+  await first.locator(".delete-entity").click();
+  await page.locator("#toast", { hasText: "Deleted entity tench" }).waitFor();
+  await page.click("#tab-images");
+  await page.waitForFunction(() => {
+    const tiles = [...document.querySelectorAll("#image-grid .tile")];
+    return tiles.length === 1 && tiles[0].dataset.entity === "goldfish";
+  });
+
+  // Delete the database.
+  await page.click("#delete-db");
+  await page.locator('button.db[data-db="browser_db"]').waitFor({ state: "detached" });
+  await page.locator("#no-db").waitFor();
+
+  // Sign out clears the secret.
+  await page.click("#sign-out");
+  await page.locator("#signin-view").waitFor();
+  assert.equal(await page.evaluate(() => sessionStorage.length), 0);
+});
+
+test("signing: WebCrypto and the JavaScript fallback agree", async () => {
+  const same = await page.evaluate(async () => {
+    const s = await import("/console/sign.js");
+    const enc = new TextEncoder();
+    const inputs = ["", "abc", "x".repeat(1000), "风景 a*b~c"];
+    for (const t of inputs) {
+      if ((await s.sha256Hex(enc.encode(t))) !== (await s.sha256Hex(enc.encode(t), { forceJs: true }))) return `sha256 ${t}`;
+      for (const key of ["k", "K".repeat(100)]) {
+        if ((await s.hmacSha256Hex(key, t)) !== (await s.hmacSha256Hex(key, t, { forceJs: true }))) return `hmac ${t}`;
+      }
+    }
+    return "ok";
+  });
+  assert.equal(same, "ok");
+});

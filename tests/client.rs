@@ -1,0 +1,492 @@
+//! End-to-end: the real `imgsearch serve` on a free port, driven by the real client
+//! subcommands (`db`, `add`, `search`, `import`) and by the library client for the
+//! ImageContent error cases; then `/metrics`, `/healthz` and `/readyz` are scraped.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use imgsearch::api::SignatureStyle;
+use imgsearch::client::{Client, ClientError, Endpoint};
+
+const KEYS: &str = "AKIDone:secret-one-0123456789,AKIDtwo:secret-two-0123456789";
+
+struct Server {
+    child: Child,
+    addr: String,
+    log: Arc<Mutex<String>>,
+    _data: tempfile::TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_server() -> Server {
+    let data = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_imgsearch"))
+        .args([
+            "--inference-workers",
+            "1",
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .arg("--data")
+        .arg(data.path())
+        .env("IMGSEARCH_ACCESS_KEYS", KEYS)
+        .env("IMGSEARCH_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let log = Arc::new(Mutex::new(String::new()));
+    let (tx, rx) = std::sync::mpsc::channel();
+    {
+        let log = log.clone();
+        // Drain stderr for the whole run so the server never blocks on a full pipe.
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(rest) = line.strip_prefix("imgsearch listening on http://") {
+                    let addr = rest.split_whitespace().next().unwrap_or("").to_string();
+                    let _ = tx.send(addr);
+                }
+                let mut l = log.lock().unwrap();
+                l.push_str(&line);
+                l.push('\n');
+            }
+        });
+    }
+    let addr = rx
+        .recv_timeout(Duration::from_secs(120))
+        .unwrap_or_else(|_| panic!("server did not start:\n{}", log.lock().unwrap()));
+    Server {
+        child,
+        addr,
+        log,
+        _data: data,
+    }
+}
+
+fn sample(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/datasets/imagenet-samples")
+        .join(name)
+}
+
+/// A JPEG of `sample` resized to w×h with the project's own resize.
+fn resized_jpeg(name: &str, w: u32, h: u32) -> Vec<u8> {
+    let bytes = std::fs::read(sample(name)).unwrap();
+    let img = imgsearch::vision::decode::decode(
+        &bytes,
+        &imgsearch::vision::decode::DecodeLimits::default(),
+    )
+    .unwrap();
+    let small = imgsearch::vision::preprocess::resize(&img, w, h).unwrap();
+    let mut out = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 85)
+        .encode(&small.pixels, w, h, image::ExtendedColorType::Rgb8)
+        .unwrap();
+    out
+}
+
+fn cli(server: &Server, home: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_imgsearch"))
+        .args(args)
+        .env("IMGSEARCH_ENDPOINT", format!("http://{}", server.addr))
+        .env("IMGSEARCH_ACCESS_KEY_ID", "AKIDone")
+        .env("IMGSEARCH_ACCESS_KEY_SECRET", "secret-one-0123456789")
+        .env("XDG_CONFIG_HOME", home)
+        .env_remove("IMGSEARCH_PROFILE")
+        .output()
+        .unwrap()
+}
+
+fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "stdout:\n{}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout.clone()).unwrap()
+}
+
+fn http_get(addr: &str, path: &str) -> (u16, String) {
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    let status = resp
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = resp.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    (status, body.to_string())
+}
+
+fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|r| r.trim().parse().ok()))
+        .unwrap_or(0.0)
+}
+
+fn api_code(r: Result<serde_json::Value, ClientError>) -> (u16, String, String) {
+    match r {
+        Err(ClientError::Api {
+            status,
+            code,
+            message,
+            ..
+        }) => (status, code, message),
+        other => panic!("expected an API error, got {other:?}"),
+    }
+}
+
+#[test]
+fn client_commands_console_extensions_and_operations() {
+    let started = Instant::now();
+    let server = start_server();
+    let home = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let endpoint = Endpoint::parse(&format!("http://{}", server.addr)).unwrap();
+    let one = Client::new(
+        endpoint.clone(),
+        "AKIDone",
+        "secret-one-0123456789",
+        SignatureStyle::V3,
+    )
+    .unwrap();
+    let two = Client::new(
+        endpoint,
+        "AKIDtwo",
+        "secret-two-0123456789",
+        SignatureStyle::V1,
+    )
+    .unwrap();
+
+    // ---- health ----
+    assert_eq!(http_get(&server.addr, "/healthz").0, 200);
+    let (status, body) = http_get(&server.addr, "/readyz");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"ready\""), "{body}");
+
+    // ---- db create / list / delete ----
+    assert!(ok(&cli(&server, home.path(), &["db", "create", "products"])).contains("created"));
+    ok(&cli(&server, home.path(), &["db", "create", "scratch"]));
+    let list = ok(&cli(&server, home.path(), &["db", "list"]));
+    assert_eq!(list.lines().collect::<Vec<_>>(), ["products", "scratch"]);
+    ok(&cli(&server, home.path(), &["db", "delete", "scratch"]));
+    assert_eq!(
+        ok(&cli(&server, home.path(), &["db", "list"])).trim(),
+        "products"
+    );
+    // A server error: one line naming code and reason, non-zero exit.
+    let out = cli(&server, home.path(), &["db", "delete", "nothing_here"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("InvalidParameter") && err.contains("nothing_here"),
+        "{err}"
+    );
+    // V1 signing, and the other tenant sees none of it.
+    let out = cli(&server, home.path(), &["db", "list", "--signature", "v1"]);
+    assert_eq!(ok(&out).trim(), "products");
+    let dbs = rt.block_on(two.call("ListImageDbs", &[])).unwrap();
+    assert_eq!(dbs["Data"]["DbList"].as_array().unwrap().len(), 0);
+
+    // ---- profile file instead of env keys ----
+    let profile = home.path().join("imgsearch/profile.toml");
+    std::fs::create_dir_all(profile.parent().unwrap()).unwrap();
+    std::fs::write(
+        &profile,
+        format!(
+            "endpoint = \"http://{}\"\naccess_key_id = \"AKIDtwo\"\naccess_key_secret = \"secret-two-0123456789\"\n",
+            server.addr
+        ),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_imgsearch"))
+        .args(["db", "create", "from_profile"])
+        .env("XDG_CONFIG_HOME", home.path())
+        .env_remove("IMGSEARCH_ENDPOINT")
+        .env_remove("IMGSEARCH_ACCESS_KEY_ID")
+        .env_remove("IMGSEARCH_ACCESS_KEY_SECRET")
+        .env_remove("IMGSEARCH_PROFILE")
+        .output()
+        .unwrap();
+    ok(&out);
+    let dbs = rt.block_on(two.call("ListImageDbs", &[])).unwrap();
+    assert_eq!(dbs["Data"]["DbList"][0]["Name"], "from_profile");
+    std::fs::remove_file(&profile).unwrap();
+
+    // ---- add (ImageContent upload) and search ----
+    let tench = sample("n01440764_tench.JPEG");
+    let out = ok(&cli(
+        &server,
+        home.path(),
+        &[
+            "add",
+            tench.to_str().unwrap(),
+            "--db",
+            "products",
+            "--entity-id",
+            "tench",
+            "--extra-data",
+            "a fish",
+        ],
+    ));
+    assert!(out.starts_with("added DataId "), "{out}");
+    let data_id = out.split_whitespace().nth(2).unwrap().to_string();
+    let table = ok(&cli(
+        &server,
+        home.path(),
+        &[
+            "search",
+            tench.to_str().unwrap(),
+            "--db",
+            "products",
+            "--limit",
+            "5",
+        ],
+    ));
+    let rows: Vec<&str> = table.lines().collect();
+    assert!(
+        rows[0].starts_with("RANK") && rows[0].contains("EXTRA DATA"),
+        "{table}"
+    );
+    let first: Vec<&str> = rows[1].split_whitespace().collect();
+    assert_eq!(
+        first[..4],
+        ["1", "10.000", "tench", data_id.as_str()],
+        "{table}"
+    );
+    assert!(rows[1].ends_with("a fish"), "{table}");
+    // Uploaded images store no ImageUrl.
+    let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+    let tench_b64 = b64(&std::fs::read(&tench).unwrap());
+    let found = rt
+        .block_on(one.call(
+            "SearchImage",
+            &[
+                ("DbName", "products"),
+                ("Limit", "1"),
+                ("ImageContent", &tench_b64),
+            ],
+        ))
+        .unwrap();
+    assert_eq!(found["Data"]["MatchList"][0]["ImageUrl"], "");
+
+    // ---- GetThumbnail: signed, tenant-isolated ----
+    let thumb = rt
+        .block_on(one.call(
+            "GetThumbnail",
+            &[("DbName", "products"), ("DataId", &data_id)],
+        ))
+        .unwrap();
+    let jpeg = base64::engine::general_purpose::STANDARD
+        .decode(thumb["Data"]["ImageContent"].as_str().unwrap())
+        .unwrap();
+    assert_eq!(&jpeg[..2], &[0xFF, 0xD8], "a JPEG");
+    let (status, code, _) = api_code(rt.block_on(two.call(
+        "GetThumbnail",
+        &[("DbName", "products"), ("DataId", &data_id)],
+    )));
+    assert_eq!((status, code.as_str()), (400, "InvalidParameter"));
+
+    // ---- ImageContent errors ----
+    let add = |content: &str| {
+        rt.block_on(one.call(
+            "AddImage",
+            &[
+                ("DbName", "products"),
+                ("EntityId", "e"),
+                ("ImageContent", content),
+            ],
+        ))
+    };
+    let (s, c, m) = api_code(add("not base64!"));
+    assert_eq!((s, c.as_str()), (400, "InvalidParameter"));
+    assert!(m.contains("ImageContent"), "{m}");
+    let (_, c, _) = api_code(add(&b64(b"GIF89a not an image")));
+    assert_eq!(c, "InvalidImage.Format");
+    let tiny = resized_jpeg("n01443537_goldfish.JPEG", 100, 100);
+    let (_, c, m) = api_code(add(&b64(&tiny)));
+    assert_eq!(c, "InvalidImage.Resolution", "{m}");
+    let (_, c, m) = api_code(add(&b64(&vec![0u8; 2 * 1024 * 1024 + 1])));
+    assert_eq!(c, "InvalidImage.Size", "{m}");
+    // 3 MB is fine for SearchImage's size rule (it fails on format instead) ...
+    let (_, c, _) = api_code(rt.block_on(one.call(
+        "SearchImage",
+        &[
+            ("DbName", "products"),
+            ("Limit", "1"),
+            ("ImageContent", &b64(&vec![0u8; 3 * 1024 * 1024 - 10])),
+        ],
+    )));
+    assert_eq!(c, "InvalidImage.Format");
+    // ... and both sources at once is refused.
+    let (_, c, m) = api_code(rt.block_on(one.call(
+        "SearchImage",
+        &[
+            ("DbName", "products"),
+            ("Limit", "1"),
+            ("ImageUrl", "http://example.com/a.jpg"),
+            ("ImageContent", &tench_b64),
+        ],
+    )));
+    assert_eq!(c, "InvalidParameter");
+    assert!(m.contains("exactly one"), "{m}");
+    // A body over the server's limit: 413 in the API's error format.
+    let (s, c, _) = api_code(add(&b64(&vec![0u8; 7 * 1024 * 1024])));
+    assert_eq!((s, c.as_str()), (413, "RequestTooLarge"));
+
+    // ---- import a directory twice: the second run resumes (skips what is in) ----
+    let dir = work.path().join("photos");
+    std::fs::create_dir_all(dir.join("more")).unwrap();
+    std::fs::write(
+        dir.join("Great White.jpg"),
+        resized_jpeg("n01484850_great_white_shark.JPEG", 400, 300),
+    )
+    .unwrap();
+    std::fs::copy(sample("n01443537_goldfish.JPEG"), dir.join("goldfish.jpeg")).unwrap();
+    std::fs::copy(
+        sample("n01491361_tiger_shark.JPEG"),
+        dir.join("more/tiger.JPG"),
+    )
+    .unwrap();
+    std::fs::write(dir.join("small.jpg"), &tiny).unwrap();
+    std::fs::write(dir.join("broken.png"), b"not a png").unwrap();
+    let import = |jobs: &str| {
+        cli(
+            &server,
+            home.path(),
+            &[
+                "import",
+                dir.to_str().unwrap(),
+                "--db",
+                "products",
+                "--jobs",
+                jobs,
+            ],
+        )
+    };
+    let first = import("3");
+    assert!(!first.status.success(), "failures give a non-zero exit");
+    let summary = String::from_utf8_lossy(&first.stdout);
+    assert!(
+        summary.contains("imported 3, skipped 0 (already in), failed 2 of 5"),
+        "{summary}"
+    );
+    assert!(
+        summary.contains("small.jpg: InvalidImage.Resolution"),
+        "{summary}"
+    );
+    assert!(
+        summary.contains("broken.png: InvalidImage.Format"),
+        "{summary}"
+    );
+    let second = import("2");
+    let summary = String::from_utf8_lossy(&second.stdout);
+    assert!(
+        summary.contains("imported 0, skipped 3 (already in), failed 2 of 5"),
+        "{summary}"
+    );
+    let listed = rt
+        .block_on(one.call(
+            "ListImages",
+            &[("DbName", "products"), ("EntityIdPrefix", "great_white")],
+        ))
+        .unwrap();
+    assert_eq!(listed["Data"]["TotalCount"], 1);
+    assert_eq!(
+        listed["Data"]["ImageList"][0]["ExtraData"],
+        "Great White.jpg"
+    );
+    // A manifest: path,entity_id,extra_data.
+    let manifest = work.path().join("m.csv");
+    std::fs::write(
+        &manifest,
+        "path,entity_id,extra_data\nphotos/goldfish.jpeg,gold_1,\"orange, small\"\n",
+    )
+    .unwrap();
+    let out = ok(&cli(
+        &server,
+        home.path(),
+        &["import", manifest.to_str().unwrap(), "--db", "products"],
+    ));
+    assert!(out.contains("imported 1, skipped 0"), "{out}");
+    let out = ok(&cli(
+        &server,
+        home.path(),
+        &["import", manifest.to_str().unwrap(), "--db", "products"],
+    ));
+    assert!(out.contains("imported 0, skipped 1"), "{out}");
+
+    // ---- metrics moved; logs carry the RequestId ----
+    let (status, text) = http_get(&server.addr, "/metrics");
+    assert_eq!(status, 200);
+    assert!(
+        metric(
+            &text,
+            "imgsearch_requests_total{action=\"AddImage\",status=\"200\"}"
+        ) >= 5.0,
+        "{text}"
+    );
+    assert!(
+        metric(
+            &text,
+            "imgsearch_requests_total{action=\"AddImage\",status=\"400\"}"
+        ) >= 4.0,
+        "{text}"
+    );
+    assert!(
+        metric(
+            &text,
+            "imgsearch_requests_total{action=\"unknown\",status=\"413\"}"
+        ) >= 1.0
+    );
+    assert!(
+        metric(
+            &text,
+            "imgsearch_requests_total{action=\"GetThumbnail\",status=\"200\"}"
+        ) >= 1.0
+    );
+    assert!(
+        metric(
+            &text,
+            "imgsearch_request_duration_seconds_count{action=\"SearchImage\",status=\"200\"}"
+        ) >= 2.0
+    );
+    assert_eq!(
+        metric(
+            &text,
+            "imgsearch_database_images{tenant=\"AKIDone\",db=\"products\"}"
+        ),
+        5.0,
+        "{text}"
+    );
+    assert!(metric(&text, "imgsearch_embedding_images_total") >= 7.0);
+    assert!(metric(&text, "imgsearch_embedding_batch_size_count") >= 1.0);
+    assert!(text.contains("imgsearch_embedding_queue_depth 0"));
+    let log = server.log.lock().unwrap().clone();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("request_id=") && l.contains("action=\"AddImage\"")),
+        "{log}"
+    );
+    eprintln!("end-to-end client test took {:?}", started.elapsed());
+}
