@@ -4,6 +4,7 @@
 mod bench;
 mod embed;
 mod model;
+mod quality;
 mod serve;
 
 use std::process::ExitCode;
