@@ -11,7 +11,8 @@
 //! margins trimmed (`vision::borders`): a photo pasted onto a plain canvas, letterboxed or
 //! padded is found from its content (`imgsearch bench quality`, README "Search quality").
 //! Vectors stored before trimming existed are the untrimmed embedding; so a query whose
-//! margins were trimmed is also embedded untrimmed and each image keeps its better cosine,
+//! margins were trimmed is also embedded untrimmed and each image keeps its better cosine
+//! (one index scan, `ExactIndex::search_max`),
 //! which keeps "the same file scores 10" true for old and new vectors alike.
 
 use std::collections::HashMap;
@@ -378,14 +379,11 @@ impl ImageService {
                 let ix = index
                     .read()
                     .map_err(|_| ServiceError::Internal("index lock poisoned".into()))?;
-                let mut lists = Vec::with_capacity(queries.len());
-                for q in &queries {
-                    lists.push(
-                        ix.search(q, k)
-                            .map_err(|e| ServiceError::Internal(e.to_string()))?,
-                    );
-                }
-                (merge_hits(lists, k), ix.len())
+                let qs: Vec<&[f32]> = queries.iter().map(Vec::as_slice).collect();
+                let hits = ix
+                    .search_max(&qs, k)
+                    .map_err(|e| ServiceError::Internal(e.to_string()))?;
+                (hits, ix.len())
             };
             let ids: Vec<DataId> = hits.iter().map(|h| h.id).collect();
             let records = {
@@ -474,35 +472,6 @@ impl ImageService {
 
 fn key(tenant: &str, db: &str) -> IndexKey {
     (tenant.to_string(), db.to_string())
-}
-
-/// Several best-first hit lists for one database → one best-first list of at most `k`,
-/// each image once with its best cosine.
-fn merge_hits(lists: Vec<Vec<Hit>>, k: usize) -> Vec<Hit> {
-    let mut lists = lists.into_iter();
-    let Some(first) = lists.next() else {
-        return Vec::new();
-    };
-    let mut best: HashMap<DataId, f32> = first.iter().map(|h| (h.id, h.cosine)).collect();
-    let mut any_more = false;
-    for list in lists {
-        any_more = true;
-        for h in list {
-            let c = best.entry(h.id).or_insert(h.cosine);
-            *c = c.max(h.cosine);
-        }
-    }
-    if !any_more {
-        return first;
-    }
-    let mut hits: Vec<Hit> = best
-        .into_iter()
-        .map(|(id, cosine)| Hit { id, cosine })
-        .collect();
-    // Best first; ties: older id first, as the index orders them.
-    hits.sort_by(|a, b| b.cosine.total_cmp(&a.cosine).then(a.id.cmp(&b.id)));
-    hits.truncate(k);
-    hits
 }
 
 /// Best-first hits + their records → the page SearchImage returns: hits without a record
@@ -724,16 +693,5 @@ mod tests {
             &mut want,
         );
         assert_eq!(p.tensor, want);
-    }
-
-    #[test]
-    fn merge_keeps_each_image_once_with_its_best_cosine() {
-        let a = vec![hit(1, 0.9), hit(2, 0.5)];
-        let b = vec![hit(2, 0.95), hit(3, 0.4)];
-        let merged = merge_hits(vec![a.clone(), b], 10);
-        assert_eq!(merged, vec![hit(2, 0.95), hit(1, 0.9), hit(3, 0.4)]);
-        assert_eq!(merge_hits(vec![a.clone()], 10), a);
-        assert_eq!(merge_hits(vec![a, vec![hit(3, 0.99)]], 2).len(), 2);
-        assert!(merge_hits(Vec::new(), 3).is_empty());
     }
 }
