@@ -92,6 +92,8 @@ pub async fn dispatch(
                 db: db_name(params, "DbName")?,
                 source: image_source(params)?,
                 limit: limit as usize,
+                min_score: float_param(params, "MinScore", 0.0, 10.0)?,
+                distinct_entity: bool_param(params, "DistinctEntity")?.unwrap_or(false),
             };
             let matches = service.search_image(tenant, req).await.map_err(map_err)?;
             let list: Vec<Value> = matches
@@ -287,6 +289,31 @@ fn int_param(params: &Params, name: &str, min: u64, max: u64) -> Result<Option<u
     }
 }
 
+/// An optional float parameter within `[min, max]`.
+fn float_param(params: &Params, name: &str, min: f32, max: f32) -> Result<Option<f32>, ApiError> {
+    let Some(v) = params.get_non_empty(name) else {
+        return Ok(None);
+    };
+    match v.trim().parse::<f32>() {
+        Ok(x) if x.is_finite() && (min..=max).contains(&x) => Ok(Some(x)),
+        _ => Err(ApiError::InvalidParameter(format!(
+            "{name} \"{v}\" is invalid: use a number from {min} to {max}"
+        ))),
+    }
+}
+
+/// An optional boolean parameter: `true` or `false` (any case).
+fn bool_param(params: &Params, name: &str) -> Result<Option<bool>, ApiError> {
+    match params.get_non_empty(name).map(str::trim) {
+        None => Ok(None),
+        Some(v) if v.eq_ignore_ascii_case("true") => Ok(Some(true)),
+        Some(v) if v.eq_ignore_ascii_case("false") => Ok(Some(false)),
+        Some(v) => Err(ApiError::InvalidParameter(format!(
+            "{name} \"{v}\" is invalid: use true or false"
+        ))),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -376,5 +403,29 @@ mod tests {
         assert_eq!(order(&params("Order=asc")).unwrap(), Order::Asc);
         assert_eq!(order(&params("")).unwrap(), Order::Desc);
         assert!(order(&params("Order=up")).is_err());
+    }
+
+    #[test]
+    fn min_score_and_distinct_entity() {
+        let min = |q: &str| float_param(&params(q), "MinScore", 0.0, 10.0);
+        assert_eq!(min("").unwrap(), None);
+        assert_eq!(min("MinScore=7.5").unwrap(), Some(7.5));
+        assert_eq!(min("MinScore=0").unwrap(), Some(0.0));
+        assert_eq!(min("MinScore=10").unwrap(), Some(10.0));
+        for bad in [
+            "MinScore=-1",
+            "MinScore=10.5",
+            "MinScore=abc",
+            "MinScore=NaN",
+        ] {
+            let e = min(bad).unwrap_err();
+            assert_eq!(e.code(), "InvalidParameter", "{bad}");
+            assert!(e.message().contains("MinScore"), "{}", e.message());
+        }
+        let distinct = |q: &str| bool_param(&params(q), "DistinctEntity");
+        assert_eq!(distinct("").unwrap(), None);
+        assert_eq!(distinct("DistinctEntity=true").unwrap(), Some(true));
+        assert_eq!(distinct("DistinctEntity=False").unwrap(), Some(false));
+        assert!(distinct("DistinctEntity=yes").is_err());
     }
 }

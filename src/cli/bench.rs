@@ -21,6 +21,8 @@ use crate::vision::preprocess::INPUT_LEN;
 pub enum BenchCommand {
     /// Embedding throughput: network alone vs ONNX Runtime, and end-to-end.
     Embed(EmbedBench),
+    /// Search quality on edited copies: recall@1 and mAP per edit, per method.
+    Quality(super::quality::QualityBench),
 }
 
 #[derive(Debug, clap::Args)]
@@ -47,6 +49,7 @@ pub struct EmbedBench {
 pub fn run(config: &ModelConfig, command: BenchCommand) -> anyhow::Result<ExitCode> {
     match command {
         BenchCommand::Embed(b) => embed(config, b),
+        BenchCommand::Quality(b) => super::quality::run(config, b),
     }
 }
 
@@ -135,7 +138,7 @@ fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn list_images(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+pub(super) fn list_images(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .with_context(|| format!("reading {}", dir.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))

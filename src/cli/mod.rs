@@ -8,6 +8,7 @@ mod import;
 mod logging;
 mod model;
 pub mod profile;
+mod quality;
 mod serve;
 
 use std::process::ExitCode;

@@ -131,19 +131,29 @@ impl ExactIndex {
 
     /// The `k` most similar vectors, best first (ties: older id first).
     pub fn search(&self, query: &[f32], k: usize) -> Result<Vec<Hit>, IndexError> {
-        if query.len() != self.dim {
+        self.search_max(&[query], k)
+    }
+
+    /// [`search`](Self::search) for several query vectors at once, in one scan: each
+    /// vector's similarity is its best cosine to any of them (e.g. a query embedded with
+    /// and without its margins).
+    pub fn search_max(&self, queries: &[&[f32]], k: usize) -> Result<Vec<Hit>, IndexError> {
+        if let Some(q) = queries.iter().find(|q| q.len() != self.dim) {
             return Err(IndexError::Dimension {
-                got: query.len(),
+                got: q.len(),
                 want: self.dim,
             });
         }
-        if k == 0 {
+        if k == 0 || queries.is_empty() {
             return Ok(Vec::new());
         }
         // Min-heap of the best k so far: the root is the weakest kept hit.
         let mut heap: BinaryHeap<Weakest> = BinaryHeap::with_capacity(k + 1);
         for (slot, v) in self.vectors.chunks_exact(self.dim).enumerate() {
-            let cosine = dot(query, v);
+            let cosine = queries
+                .iter()
+                .map(|q| dot(q, v))
+                .fold(f32::NEG_INFINITY, f32::max);
             if heap.len() < k {
                 heap.push(Weakest(Hit {
                     id: self.ids[slot],
@@ -299,6 +309,25 @@ mod tests {
             got.iter().map(|h| h.id).collect::<Vec<_>>(),
             naive[..10].iter().map(|h| h.id).collect::<Vec<_>>()
         );
+    }
+
+    #[test]
+    fn search_max_takes_the_best_query_per_vector() {
+        let mut ix = ExactIndex::new(2);
+        ix.add(id(1), &unit(&[1.0, 0.0])).unwrap();
+        ix.add(id(2), &unit(&[0.0, 1.0])).unwrap();
+        ix.add(id(3), &unit(&[1.0, 1.0])).unwrap();
+        let a = unit(&[1.0, 0.1]);
+        let b = unit(&[0.0, 1.0]);
+        let hits = ix.search_max(&[&a, &b], 3).unwrap();
+        assert_eq!(hits[0].id, id(2)); // exactly b
+        assert!((hits[0].cosine - 1.0).abs() < 1e-6);
+        assert_eq!(hits[1].id, id(1));
+        assert_eq!(hits[2].id, id(3));
+        // One query: the same as `search`.
+        assert_eq!(ix.search_max(&[&a], 3).unwrap(), ix.search(&a, 3).unwrap());
+        assert!(ix.search_max(&[&a, &[1.0; 3]], 3).is_err());
+        assert!(ix.search_max(&[], 3).unwrap().is_empty());
     }
 
     #[test]

@@ -6,15 +6,24 @@
 //! fetcher and the batching embedder. Parameters arrive already checked against the API's
 //! rules by the API layer; errors leave as `ServiceError` values that the edge maps to
 //! codes once.
+//!
+//! Embeddings are the network's plain pooled features of the image with its uniform
+//! margins trimmed (`vision::borders`): a photo pasted onto a plain canvas, letterboxed or
+//! padded is found from its content (`imgsearch bench quality`, README "Search quality").
+//! Vectors stored before trimming existed are the untrimmed embedding; so a query whose
+//! margins were trimmed is also embedded untrimmed and each image keeps its better cosine
+//! (one index scan, `ExactIndex::search_max`),
+//! which keeps "the same file scores 10" true for old and new vectors alike.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
-use crate::index::{score, ExactIndex};
+use crate::index::{score, ExactIndex, Hit};
 use crate::service::list_token::{ListScope, ListTokenKey};
 use crate::store::{
     DataId, DbInfo, DbRef, ImageRecord, ImageStore, ListQuery, NewImage, Order, StoreError,
 };
+use crate::vision::borders;
 use crate::vision::decode::{self, DecodeError, DecodeLimits};
 use crate::vision::embedder::{EmbedError, EmbeddingBatcher};
 use crate::vision::fetch::{FetchError, ImageFetcher};
@@ -120,6 +129,18 @@ pub struct SearchImage {
     pub db: String,
     pub source: ImageSource,
     pub limit: usize,
+    /// Drop matches whose score is below this (0–10).
+    pub min_score: Option<f32>,
+    /// Only the best match of each EntityId.
+    pub distinct_entity: bool,
+}
+
+/// What SearchImage keeps of the ranked hits.
+#[derive(Debug, Clone, Copy)]
+struct MatchFilter {
+    limit: usize,
+    min_score: Option<f32>,
+    distinct_entity: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -333,35 +354,60 @@ impl ImageService {
         req: SearchImage,
     ) -> Result<Vec<Match>, ServiceError> {
         let index = self.index(tenant, &req.db)?;
+        let filter = MatchFilter {
+            limit: req.limit,
+            min_score: req.min_score,
+            distinct_entity: req.distinct_entity,
+        };
         let (bytes, _) = self.image_bytes(req.source, SEARCH_IMAGE_MAX_BYTES).await?;
         let prepared = tokio::task::spawn_blocking(move || prepare(&bytes, false))
             .await
             .map_err(|e| ServiceError::Internal(e.to_string()))??;
-        let query = self.embed(prepared.tensor).await?;
-        let hits = {
-            let ix = index
-                .read()
-                .map_err(|_| ServiceError::Internal("index lock poisoned".into()))?;
-            ix.search(&query, req.limit)
-                .map_err(|e| ServiceError::Internal(e.to_string()))?
+        // Submit both before waiting so that they can share one inference batch.
+        let trimmed = self.embedder.submit(prepared.tensor)?;
+        let untrimmed = match prepared.untrimmed {
+            Some(t) => Some(self.embedder.submit(t)?),
+            None => None,
         };
-        let ids: Vec<DataId> = hits.iter().map(|h| h.id).collect();
-        let records = {
-            let (t, d) = (tenant.to_string(), req.db.clone());
-            self.blocking_store(move |s| s.get_images(DbRef::new(&t, &d), &ids))
-                .await?
+        let mut queries = vec![trimmed.wait_async().await?.embedding];
+        if let Some(t) = untrimmed {
+            queries.push(t.wait_async().await?.embedding);
+        }
+        // DistinctEntity needs more hits than it returns; fetch more until the page is
+        // full or the database is exhausted.
+        let mut k = if req.distinct_entity {
+            req.limit.saturating_mul(4)
+        } else {
+            req.limit
         };
-        let by_id: HashMap<DataId, ImageRecord> =
-            records.into_iter().map(|r| (r.data_id, r)).collect();
-        Ok(hits
-            .iter()
-            .filter_map(|h| {
-                by_id.get(&h.id).map(|r| Match {
-                    record: r.clone(),
-                    score: score(h.cosine),
-                })
-            })
-            .collect())
+        loop {
+            let (hits, total) = {
+                let ix = index
+                    .read()
+                    .map_err(|_| ServiceError::Internal("index lock poisoned".into()))?;
+                let qs: Vec<&[f32]> = queries.iter().map(Vec::as_slice).collect();
+                let hits = ix
+                    .search_max(&qs, k)
+                    .map_err(|e| ServiceError::Internal(e.to_string()))?;
+                (hits, ix.len())
+            };
+            let ids: Vec<DataId> = hits.iter().map(|h| h.id).collect();
+            let records = {
+                let (t, d) = (tenant.to_string(), req.db.clone());
+                self.blocking_store(move |s| s.get_images(DbRef::new(&t, &d), &ids))
+                    .await?
+            };
+            // Hits come best first: once one scores below MinScore, so do all later ones.
+            let below_min = hits
+                .last()
+                .is_some_and(|h| req.min_score.is_some_and(|min| score(h.cosine) < min));
+            let exhausted = hits.len() < k || k >= total || below_min;
+            let matches = select_matches(&hits, records, filter);
+            if matches.len() >= req.limit || exhausted || !req.distinct_entity {
+                return Ok(matches);
+            }
+            k = k.saturating_mul(4).min(total);
+        }
     }
 
     pub async fn thumbnail(
@@ -434,14 +480,38 @@ fn key(tenant: &str, db: &str) -> IndexKey {
     (tenant.to_string(), db.to_string())
 }
 
+/// Best-first hits + their records → the page SearchImage returns: hits without a record
+/// (deleted meanwhile) dropped, then those scoring below `min_score`, then, with
+/// `distinct_entity`, all but the best of each EntityId; at most `limit`.
+fn select_matches(hits: &[Hit], records: Vec<ImageRecord>, req: MatchFilter) -> Vec<Match> {
+    let by_id: HashMap<DataId, ImageRecord> = records.into_iter().map(|r| (r.data_id, r)).collect();
+    let mut seen_entities = std::collections::HashSet::new();
+    hits.iter()
+        .filter_map(|h| {
+            by_id.get(&h.id).map(|r| Match {
+                record: r.clone(),
+                score: score(h.cosine),
+            })
+        })
+        .filter(|m| req.min_score.is_none_or(|min| m.score >= min))
+        .filter(|m| !req.distinct_entity || seen_entities.insert(m.record.entity_id.clone()))
+        .take(req.limit)
+        .collect()
+}
+
 struct Prepared {
+    /// The network input of the image without its uniform margins.
     tensor: Vec<f32>,
+    /// For queries whose margins were trimmed: the input of the whole image as well.
+    untrimmed: Option<Vec<f32>>,
     thumbnail: Option<Vec<u8>>,
 }
 
 /// Checks the API's image rules on the bytes, decodes them and makes the network input
-/// (and, for stored images, a JPEG thumbnail). Runs on a blocking thread.
-fn prepare(bytes: &[u8], with_thumbnail: bool) -> Result<Prepared, ServiceError> {
+/// (and, for stored images, a JPEG thumbnail of the whole image; for queries, the
+/// untrimmed input too when margins were trimmed). Runs on a blocking thread.
+fn prepare(bytes: &[u8], stored: bool) -> Result<Prepared, ServiceError> {
+    let with_thumbnail = stored;
     let (_, width, height) = decode::probe(bytes)?;
     let ok = |side: u32| side > MIN_SIDE_EXCLUSIVE && side < MAX_SIDE_EXCLUSIVE;
     if !ok(width) || !ok(height) {
@@ -451,8 +521,17 @@ fn prepare(bytes: &[u8], with_thumbnail: bool) -> Result<Prepared, ServiceError>
         )));
     }
     let image = decode::decode(bytes, &DecodeLimits::default())?;
+    let trimmed = borders::trim(&image);
     let mut tensor = vec![0f32; INPUT_LEN];
-    write_input_tensor(&image, &mut tensor);
+    write_input_tensor(trimmed.as_ref().unwrap_or(&image), &mut tensor);
+    let untrimmed = match trimmed {
+        Some(_) if !stored => {
+            let mut t = vec![0f32; INPUT_LEN];
+            write_input_tensor(&image, &mut t);
+            Some(t)
+        }
+        _ => None,
+    };
     let thumbnail = if with_thumbnail {
         let (w, h) = fit_within(image.width, image.height, THUMBNAIL_SIDE, THUMBNAIL_SIDE);
         let small = resize(&image, w, h).map_err(|e| ServiceError::Internal(e.to_string()))?;
@@ -460,7 +539,11 @@ fn prepare(bytes: &[u8], with_thumbnail: bool) -> Result<Prepared, ServiceError>
     } else {
         None
     };
-    Ok(Prepared { tensor, thumbnail })
+    Ok(Prepared {
+        tensor,
+        untrimmed,
+        thumbnail,
+    })
 }
 
 fn encode_jpeg(img: &decode::RgbImage) -> Result<Vec<u8>, ServiceError> {
@@ -474,4 +557,147 @@ fn encode_jpeg(img: &decode::RgbImage) -> Result<Vec<u8>, ServiceError> {
         )
         .map_err(|e| ServiceError::Internal(format!("thumbnail encoding failed: {e}")))?;
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(n: u64) -> DataId {
+        DataId::from_u64(n).unwrap()
+    }
+
+    fn hit(n: u64, cosine: f32) -> Hit {
+        Hit { id: id(n), cosine }
+    }
+
+    fn record(n: u64, entity: &str) -> ImageRecord {
+        ImageRecord {
+            data_id: id(n),
+            entity_id: entity.into(),
+            extra_data: String::new(),
+            image_url: String::new(),
+            created_at: 0,
+            updated_at: 0,
+        }
+    }
+
+    fn request(limit: usize, min_score: Option<f32>, distinct_entity: bool) -> MatchFilter {
+        MatchFilter {
+            limit,
+            min_score,
+            distinct_entity,
+        }
+    }
+
+    fn ids(matches: &[Match]) -> Vec<u64> {
+        matches
+            .iter()
+            .map(|m| m.record.data_id.to_string().parse().unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn min_score_drops_weak_matches() {
+        let hits = [hit(1, 0.95), hit(2, 0.81), hit(3, 0.79), hit(4, 0.2)];
+        let records = || (1..=4).map(|n| record(n, &format!("e{n}"))).collect();
+        assert_eq!(
+            ids(&select_matches(&hits, records(), request(10, None, false))),
+            vec![1, 2, 3, 4]
+        );
+        let m = select_matches(&hits, records(), request(10, Some(8.0), false));
+        assert_eq!(ids(&m), vec![1, 2]);
+        assert!(m.iter().all(|m| m.score >= 8.0));
+        // 0 keeps everything, 10 only exact copies.
+        assert_eq!(
+            select_matches(&hits, records(), request(10, Some(0.0), false)).len(),
+            4
+        );
+        assert!(select_matches(&hits, records(), request(10, Some(10.0), false)).is_empty());
+    }
+
+    #[test]
+    fn distinct_entity_keeps_the_best_of_each() {
+        let hits = [
+            hit(1, 0.9),
+            hit(2, 0.85),
+            hit(3, 0.8),
+            hit(4, 0.7),
+            hit(5, 0.6),
+        ];
+        let records = || {
+            vec![
+                record(1, "a"),
+                record(2, "a"),
+                record(3, "b"),
+                record(4, "a"),
+                record(5, "c"),
+            ]
+        };
+        assert_eq!(
+            ids(&select_matches(&hits, records(), request(10, None, true))),
+            vec![1, 3, 5]
+        );
+        // Limit counts distinct entities.
+        assert_eq!(
+            ids(&select_matches(&hits, records(), request(2, None, true))),
+            vec![1, 3]
+        );
+        // Without it, the limit counts images.
+        assert_eq!(
+            ids(&select_matches(&hits, records(), request(2, None, false))),
+            vec![1, 2]
+        );
+        // Both filters together.
+        assert_eq!(
+            ids(&select_matches(
+                &hits,
+                records(),
+                request(10, Some(7.5), true)
+            )),
+            vec![1, 3]
+        );
+    }
+
+    #[test]
+    fn records_deleted_meanwhile_are_skipped() {
+        let hits = [hit(1, 0.9), hit(2, 0.8)];
+        let m = select_matches(&hits, vec![record(2, "b")], request(10, None, false));
+        assert_eq!(ids(&m), vec![2]);
+    }
+
+    /// PNG bytes of a `w`×`h` white canvas with a textured block at (x, y, bw, bh).
+    fn png_with_margins(w: u32, h: u32, (x, y, bw, bh): (u32, u32, u32, u32)) -> Vec<u8> {
+        let img = image::RgbImage::from_fn(w, h, |px, py| {
+            if (x..x + bw).contains(&px) && (y..y + bh).contains(&py) {
+                image::Rgb([(px * 7 % 200) as u8, (py * 13 % 200) as u8, 90])
+            } else {
+                image::Rgb([255, 255, 255])
+            }
+        });
+        let mut out = std::io::Cursor::new(Vec::new());
+        img.write_to(&mut out, image::ImageFormat::Png).unwrap();
+        out.into_inner()
+    }
+
+    #[test]
+    fn prepare_trims_margins_and_keeps_the_whole_query_too() {
+        let bytes = png_with_margins(400, 300, (100, 60, 160, 150));
+        let query = prepare(&bytes, false).unwrap();
+        let stored = prepare(&bytes, true).unwrap();
+        assert_eq!(query.tensor, stored.tensor, "same trimmed input both ways");
+        assert!(stored.untrimmed.is_none() && stored.thumbnail.is_some());
+        let whole = query.untrimmed.expect("untrimmed query input");
+        assert_ne!(whole, query.tensor);
+        // Without margins there is one input, the whole image.
+        let full = png_with_margins(300, 200, (0, 0, 300, 200));
+        let p = prepare(&full, false).unwrap();
+        assert!(p.untrimmed.is_none());
+        let mut want = vec![0f32; INPUT_LEN];
+        write_input_tensor(
+            &decode::decode(&full, &DecodeLimits::default()).unwrap(),
+            &mut want,
+        );
+        assert_eq!(p.tensor, want);
+    }
 }

@@ -3,11 +3,15 @@
 //! `decode` turns bytes into RGB pixels (sniffed by content, EXIF-oriented, bomb-checked),
 //! `preprocess` resizes and normalises them into the network's input tensor, `weights`
 //! reads the EfficientNet-Lite0 checkpoint, `onnx` builds the network as an ONNX graph,
-//! `model` runs it on ONNX Runtime and `embedder` batches concurrent callers onto it.
+//! `model` runs it on ONNX Runtime and `embedder` batches concurrent callers onto it;
+//! `descriptor` pools retrieval descriptors from its activation map; `borders` trims
+//! uniform margins before embedding.
 //! `fetch` downloads the image behind an `ImageUrl` (size caps, timeouts, SSRF guard).
 //! Nothing here knows about the API's HTTP edge or storage.
 
+pub mod borders;
 pub mod decode;
+pub mod descriptor;
 pub mod embedder;
 pub mod fetch;
 pub mod labels;

@@ -11,8 +11,10 @@ use ort::session::builder::GraphOptimizationLevel;
 use ort::session::Session;
 use ort::value::TensorRef;
 
-use super::onnx::{self, FEATURES_NAME, FEATURE_DIM, INPUT_NAME, LOGITS_NAME, NUM_CLASSES};
-use super::preprocess::{INPUT_LEN, INPUT_SIZE};
+use super::onnx::{
+    self, GraphSpec, FEATURES_NAME, FEATURE_DIM, FEATURE_MAP_NAME, INPUT_NAME, LOGITS_NAME,
+    NUM_CLASSES,
+};
 use super::weights::{Checkpoint, WeightsError};
 
 /// File names inside the repo's cache, as `scripts/setup.sh` lays them out.
@@ -138,11 +140,14 @@ pub struct ModelOptions {
     pub spinning: bool,
 }
 
-/// Per-image outputs of one batch, row-major: `features` is batch×1280, `logits` batch×1000.
+/// Per-image outputs of one batch, row-major: `features` is batch×1280, `logits` batch×1000,
+/// `feature_map` batch×1280×side×side when the graph has that output (else empty).
 #[derive(Debug, Clone, Default)]
 pub struct ModelOutput {
     pub features: Vec<f32>,
     pub logits: Vec<f32>,
+    pub feature_map: Vec<f32>,
+    pub map_side: usize,
 }
 
 impl ModelOutput {
@@ -157,11 +162,19 @@ impl ModelOutput {
     pub fn logits_of(&self, i: usize) -> &[f32] {
         &self.logits[i * NUM_CLASSES..(i + 1) * NUM_CLASSES]
     }
+
+    /// Image `i`'s activation map (1280 channels × side × side, channel-major); empty
+    /// when the graph was built without it.
+    pub fn feature_map_of(&self, i: usize) -> &[f32] {
+        let n = FEATURE_DIM * self.map_side * self.map_side;
+        self.feature_map.get(i * n..(i + 1) * n).unwrap_or(&[])
+    }
 }
 
 /// EfficientNet-Lite0 in an ONNX Runtime session.
 pub struct EfficientNet {
     session: Session,
+    spec: GraphSpec,
 }
 
 impl EfficientNet {
@@ -171,7 +184,18 @@ impl EfficientNet {
         Self::from_onnx(&files.onnxruntime, &graph, options)
     }
 
+    /// A session on the reference graph (`GraphSpec::default()`).
     pub fn from_onnx(lib: &Path, graph: &[u8], options: ModelOptions) -> Result<Self, ModelError> {
+        Self::from_onnx_spec(lib, graph, GraphSpec::default(), options)
+    }
+
+    /// A session on a graph built with `spec` (`build_graph_with`).
+    pub fn from_onnx_spec(
+        lib: &Path,
+        graph: &[u8],
+        spec: GraphSpec,
+        options: ModelOptions,
+    ) -> Result<Self, ModelError> {
         let env = runtime(lib)?;
         let threads = if options.intra_threads == 0 {
             std::thread::available_parallelism().map_or(1, |n| n.get())
@@ -188,34 +212,58 @@ impl EfficientNet {
             .with_intra_op_spinning(options.spinning)
             .map_err(ort::Error::from)?
             .commit_from_memory(graph)?;
-        Ok(Self { session })
+        Ok(Self { session, spec })
     }
 
-    /// Runs `batch` preprocessed images (`batch * INPUT_LEN` floats, NCHW).
+    pub fn spec(&self) -> GraphSpec {
+        self.spec
+    }
+
+    /// Floats in one input tensor: 3 × side × side.
+    pub fn input_len(&self) -> usize {
+        3 * self.spec.input_size * self.spec.input_size
+    }
+
+    /// Runs `batch` preprocessed images (`batch * input_len()` floats, NCHW).
     pub fn run(&mut self, input: &[f32], batch: usize) -> Result<ModelOutput, ModelError> {
-        if batch == 0 || input.len() != batch * INPUT_LEN {
+        let want = batch * self.input_len();
+        if batch == 0 || input.len() != want {
             return Err(ModelError::InputShape {
                 got: input.len(),
-                want: batch * INPUT_LEN,
+                want,
                 batch,
             });
         }
-        let shape = [batch, 3, INPUT_SIZE, INPUT_SIZE];
+        let side = self.spec.input_size;
+        let shape = [batch, 3, side, side];
         let tensor = TensorRef::from_array_view((shape, input))?;
         let outputs = self.session.run(ort::inputs![INPUT_NAME => tensor])?;
         let (_, features) = outputs[FEATURES_NAME].try_extract_tensor::<f32>()?;
         let (_, logits) = outputs[LOGITS_NAME].try_extract_tensor::<f32>()?;
+        let (feature_map, map_side) = if self.spec.feature_map {
+            let (_, map) = outputs[FEATURE_MAP_NAME].try_extract_tensor::<f32>()?;
+            (map.to_vec(), self.spec.map_side())
+        } else {
+            (Vec::new(), 0)
+        };
         Ok(ModelOutput {
             features: features.to_vec(),
             logits: logits.to_vec(),
+            feature_map,
+            map_side,
         })
     }
 }
 
 /// The ONNX graph (serialised) for the weights at `path`.
 pub fn build_graph(weights: &Path) -> Result<Vec<u8>, ModelError> {
+    build_graph_with(weights, GraphSpec::default())
+}
+
+/// [`build_graph`] for another input size and/or with the `feature_map` output.
+pub fn build_graph_with(weights: &Path, spec: GraphSpec) -> Result<Vec<u8>, ModelError> {
     let ckpt = Checkpoint::load(weights)?;
-    Ok(onnx::build_efficientnet_lite0(&ckpt)?)
+    Ok(onnx::build_efficientnet_lite0_with(&ckpt, spec)?)
 }
 
 /// L2-normalises in place; a zero vector stays zero.

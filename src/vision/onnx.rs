@@ -3,8 +3,11 @@
 //! The protobuf messages below are the subset of `onnx.proto` a plain inference graph
 //! needs (field numbers as upstream), encoded with `prost`. The builder folds every
 //! BatchNorm into the preceding convolution, writes TensorFlow "SAME" padding as explicit
-//! (possibly asymmetric) pads for a 224×224 input, and exposes two outputs: `features`
-//! (the 1,280-d global-average-pooled activations) and `logits` (1,000 ImageNet classes).
+//! (possibly asymmetric) pads for a square input (224×224 unless a [`GraphSpec`] says
+//! otherwise), and exposes two outputs: `features` (the 1,280-d global-average-pooled
+//! activations) and `logits` (1,000 ImageNet classes); on request a third, `feature_map`
+//! (the head's ReLU6 activations before pooling, N×1280×S×S with S = side/32 rounded up),
+//! from which the retrieval descriptors (`vision::descriptor`) are pooled.
 //! Running the graph is `model`'s job, not this module's.
 
 use prost::Message;
@@ -17,6 +20,31 @@ pub const NUM_CLASSES: usize = 1000;
 pub const INPUT_NAME: &str = "input";
 pub const FEATURES_NAME: &str = "features";
 pub const LOGITS_NAME: &str = "logits";
+pub const FEATURE_MAP_NAME: &str = "feature_map";
+
+/// What to build: the square input side, and whether to expose `feature_map`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GraphSpec {
+    pub input_size: usize,
+    pub feature_map: bool,
+}
+
+impl Default for GraphSpec {
+    /// The reference network: 224×224, `features` and `logits` only.
+    fn default() -> Self {
+        Self {
+            input_size: INPUT_SIZE,
+            feature_map: false,
+        }
+    }
+}
+
+impl GraphSpec {
+    /// Side of the head's activation map for this input (five stride-2 stages, SAME).
+    pub fn map_side(&self) -> usize {
+        (0..5).fold(self.input_size, |s, _| s.div_ceil(2))
+    }
+}
 
 const BN_EPS: f32 = 1e-3;
 const OPSET: i64 = 13;
@@ -159,9 +187,17 @@ pub fn same_padding(input: usize, kernel: usize, stride: usize) -> (usize, usize
 
 /// Builds the ONNX model (serialised protobuf) for EfficientNet-Lite0 from its checkpoint.
 pub fn build_efficientnet_lite0(ckpt: &Checkpoint) -> Result<Vec<u8>, WeightsError> {
+    build_efficientnet_lite0_with(ckpt, GraphSpec::default())
+}
+
+/// [`build_efficientnet_lite0`] for another input size and/or with the `feature_map` output.
+pub fn build_efficientnet_lite0_with(
+    ckpt: &Checkpoint,
+    spec: GraphSpec,
+) -> Result<Vec<u8>, WeightsError> {
     let mut g = GraphBuilder::default();
     let mut x = INPUT_NAME.to_string();
-    let mut size = INPUT_SIZE;
+    let mut size = spec.input_size;
 
     // Stem.
     (x, size) = g.conv_bn(
@@ -252,6 +288,9 @@ pub fn build_efficientnet_lite0(ckpt: &Checkpoint) -> Result<Vec<u8>, WeightsErr
         1,
     )?;
     x = g.relu6(&x);
+    if spec.feature_map {
+        g.named_node("Identity", vec![x.clone()], FEATURE_MAP_NAME, vec![]);
+    }
     let pooled = g.node("GlobalAveragePool", vec![x], vec![]);
     g.named_node(
         "Flatten",
@@ -270,26 +309,36 @@ pub fn build_efficientnet_lite0(ckpt: &Checkpoint) -> Result<Vec<u8>, WeightsErr
         vec![attr_int("transB", 1)],
     );
 
+    let mut output = vec![
+        value_info(FEATURES_NAME, &[None, Some(FEATURE_DIM)]),
+        value_info(LOGITS_NAME, &[None, Some(NUM_CLASSES)]),
+    ];
+    if spec.feature_map {
+        let s = spec.map_side();
+        output.push(value_info(
+            FEATURE_MAP_NAME,
+            &[None, Some(FEATURE_DIM), Some(s), Some(s)],
+        ));
+    }
     let graph = GraphProto {
         node: g.nodes,
         name: "efficientnet_lite0".into(),
         initializer: g.initializers,
         input: vec![value_info(
             INPUT_NAME,
-            &[None, Some(3), Some(INPUT_SIZE), Some(INPUT_SIZE)],
+            &[None, Some(3), Some(spec.input_size), Some(spec.input_size)],
         )],
-        output: vec![
-            value_info(FEATURES_NAME, &[None, Some(FEATURE_DIM)]),
-            value_info(LOGITS_NAME, &[None, Some(NUM_CLASSES)]),
-        ],
+        output,
     };
     let model = ModelProto {
         ir_version: IR_VERSION,
         producer_name: "imgsearch".into(),
         producer_version: env!("CARGO_PKG_VERSION").into(),
-        doc_string: "EfficientNet-Lite0 (ImageNet), BatchNorm folded, TF SAME padding; \
-                     input (N,3,224,224) as (pixel-127)/128 RGB"
-            .into(),
+        doc_string: format!(
+            "EfficientNet-Lite0 (ImageNet), BatchNorm folded, TF SAME padding; \
+             input (N,3,{0},{0}) as (pixel-127)/128 RGB",
+            spec.input_size
+        ),
         graph: Some(graph),
         opset_import: vec![OperatorSetIdProto {
             domain: String::new(),
@@ -483,6 +532,18 @@ mod tests {
         assert_eq!(same_padding(14, 5, 1), (2, 2, 14));
         // 1x1 convs never pad.
         assert_eq!(same_padding(7, 1, 1), (0, 0, 7));
+    }
+
+    #[test]
+    fn map_side_follows_the_input() {
+        assert_eq!(GraphSpec::default().map_side(), 7);
+        let spec = |input_size| GraphSpec {
+            input_size,
+            feature_map: true,
+        };
+        assert_eq!(spec(320).map_side(), 10);
+        assert_eq!(spec(300).map_side(), 10);
+        assert_eq!(spec(448).map_side(), 14);
     }
 
     #[test]

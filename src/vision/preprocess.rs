@@ -176,11 +176,12 @@ pub fn fit_within(width: u32, height: u32, max_w: u32, max_h: u32) -> (u32, u32)
     (w as u32, h as u32)
 }
 
-/// Writes an already 224×224 RGB8 buffer as the normalised NCHW tensor.
+/// Writes an already side×side RGB8 buffer (`out.len() / 3` pixels) as the normalised
+/// NCHW tensor.
 fn normalise_into(rgb: &[u8], out: &mut [f32]) {
-    const PLANE: usize = INPUT_SIZE * INPUT_SIZE;
-    let (r, rest) = out.split_at_mut(PLANE);
-    let (g, b) = rest.split_at_mut(PLANE);
+    let plane = out.len() / 3;
+    let (r, rest) = out.split_at_mut(plane);
+    let (g, b) = rest.split_at_mut(plane);
     // (v - 127) / 128 is exact in f32 for every u8 v, so this matches the reference bit
     // for bit; the division by a power of two compiles to a multiply.
     let norm = |v: u8| (f32::from(v) - 127.0) / 128.0;
@@ -199,12 +200,22 @@ fn normalise_into(rgb: &[u8], out: &mut [f32]) {
 /// `3 * width * height`, or a zero side) — both caller bugs, since [`decode::decode`] never
 /// produces such an image.
 pub fn write_input_tensor(img: &RgbImage, out: &mut [f32]) {
+    write_input_tensor_sized(img, INPUT_SIZE, out);
+}
+
+/// [`write_input_tensor`] for a network input of `side`×`side` (`out.len()` must be
+/// `3 * side * side`), for graphs built at another size.
+///
+/// # Panics
+/// As [`write_input_tensor`].
+pub fn write_input_tensor_sized(img: &RgbImage, side: usize, out: &mut [f32]) {
     assert_eq!(
         out.len(),
-        INPUT_LEN,
-        "input tensor must hold INPUT_LEN floats"
+        3 * side * side,
+        "input tensor must hold 3 * side * side floats"
     );
-    let side = INPUT_SIZE as u32;
+    let len = out.len();
+    let side = side as u32;
     if (img.width, img.height) == (side, side) && check_buffer(img).is_ok() {
         // Already network-sized: no resampling at all.
         normalise_into(&img.pixels, out);
@@ -212,7 +223,7 @@ pub fn write_input_tensor(img: &RgbImage, out: &mut [f32]) {
     }
     SCRATCH.with(|s| {
         let mut scratch = s.borrow_mut();
-        scratch.resize(INPUT_LEN, 0);
+        scratch.resize(len, 0);
         if let Err(e) = resize_into(img, side, side, ResizeFilter::Bilinear, &mut scratch) {
             panic!("write_input_tensor given a malformed image: {e}");
         }
