@@ -23,6 +23,8 @@ pub enum BenchCommand {
     Embed(EmbedBench),
     /// Search quality on edited copies: recall@1 and mAP per edit, per method.
     Quality(super::quality::QualityBench),
+    /// ANN index vs exact search: build time, recall@10, QPS, latency, RAM per vector.
+    Index(super::bench_index::IndexBench),
 }
 
 #[derive(Debug, clap::Args)]
@@ -50,6 +52,7 @@ pub fn run(config: &ModelConfig, command: BenchCommand) -> anyhow::Result<ExitCo
     match command {
         BenchCommand::Embed(b) => embed(config, b),
         BenchCommand::Quality(b) => super::quality::run(config, b),
+        BenchCommand::Index(b) => super::bench_index::run(b),
     }
 }
 

@@ -2,6 +2,7 @@
 //! Subcommands print results on stdout and one line per problem on stderr.
 
 mod bench;
+mod bench_index;
 pub mod client;
 mod embed;
 mod import;

@@ -6,6 +6,8 @@
 //! behind the same calls. The store stays the source of truth: the index is rebuilt from
 //! it at start-up and kept in step by the service on every add and delete.
 
+pub mod ann;
+
 use std::cmp::Ordering;
 use std::collections::{BinaryHeap, HashMap};
 

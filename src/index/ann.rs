@@ -1,0 +1,238 @@
+//! `AnnIndex`: approximate nearest-neighbour search (HNSW from the `usearch` library) over
+//! 8-bit-quantized vectors, for databases too large to scan exactly.
+//!
+//! Cosine metric on L2-normalised vectors, so `cosine = 1 − distance`. Vectors are held
+//! quantized to i8 (1 byte per dimension) plus the graph; full-precision vectors stay in the
+//! store. Persisted with `save`/`load`. Not here yet: keeping it in step with the store and
+//! rebuilding after a crash (the service does that with `ExactIndex` today).
+
+use usearch::{Index, IndexOptions, MetricKind, ScalarKind};
+
+use super::{Hit, IndexError};
+use crate::store::DataId;
+
+/// HNSW parameters. Defaults favour recall: M = 16, ef_construction = 128, ef_search = 64.
+#[derive(Debug, Clone, Copy)]
+pub struct AnnOptions {
+    pub connectivity: usize,
+    pub expansion_add: usize,
+    pub expansion_search: usize,
+}
+
+impl Default for AnnOptions {
+    fn default() -> Self {
+        Self {
+            connectivity: 16,
+            expansion_add: 128,
+            expansion_search: 64,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AnnError {
+    #[error(transparent)]
+    Dimension(#[from] IndexError),
+    #[error("ANN index: {0}")]
+    Backend(String),
+}
+
+impl From<cxx::Exception> for AnnError {
+    fn from(e: cxx::Exception) -> Self {
+        AnnError::Backend(e.what().to_string())
+    }
+}
+
+pub struct AnnIndex {
+    dim: usize,
+    inner: Index,
+}
+
+impl AnnIndex {
+    pub fn new(dim: usize, options: AnnOptions) -> Result<Self, AnnError> {
+        let inner = Index::new(&IndexOptions {
+            dimensions: dim,
+            metric: MetricKind::Cos,
+            quantization: ScalarKind::I8,
+            connectivity: options.connectivity,
+            expansion_add: options.expansion_add,
+            expansion_search: options.expansion_search,
+            multi: false,
+        })?;
+        Ok(Self { dim, inner })
+    }
+
+    /// Opens an index written by `save`.
+    pub fn load(path: &std::path::Path, dim: usize, options: AnnOptions) -> Result<Self, AnnError> {
+        let ix = Self::new(dim, options)?;
+        ix.inner.load(&path.to_string_lossy())?;
+        if ix.inner.dimensions() != dim {
+            return Err(IndexError::Dimension {
+                got: ix.inner.dimensions(),
+                want: dim,
+            }
+            .into());
+        }
+        ix.inner.change_expansion_search(options.expansion_search);
+        Ok(ix)
+    }
+
+    pub fn save(&self, path: &std::path::Path) -> Result<(), AnnError> {
+        Ok(self.inner.save(&path.to_string_lossy())?)
+    }
+
+    pub fn len(&self) -> usize {
+        self.inner.size()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Bytes the index holds in RAM (quantized vectors + graph + allocator slack).
+    pub fn memory_usage(&self) -> usize {
+        self.inner.memory_usage()
+    }
+
+    /// Makes room for `capacity` vectors and sets how many threads may add at once.
+    pub fn reserve(&self, capacity: usize, threads: usize) -> Result<(), AnnError> {
+        Ok(self
+            .inner
+            .reserve_capacity_and_threads(capacity, threads.max(1))?)
+    }
+
+    /// Adds one vector (replacing an existing one with the same id). Safe to call from
+    /// several threads at once, up to the reserved thread count.
+    pub fn add(&self, id: DataId, vector: &[f32]) -> Result<(), AnnError> {
+        self.check(vector.len())?;
+        let key = id.as_u64();
+        if self.inner.contains(key) {
+            self.inner.remove(key)?;
+        }
+        if self.inner.size() + 1 > self.inner.capacity() {
+            let grow = (self.inner.capacity() * 2).max(1024);
+            self.inner.reserve(grow)?;
+        }
+        Ok(self.inner.add(key, vector)?)
+    }
+
+    pub fn remove(&self, ids: &[DataId]) -> Result<(), AnnError> {
+        for id in ids {
+            self.inner.remove(id.as_u64())?;
+        }
+        Ok(())
+    }
+
+    /// About the `k` most similar vectors, best first.
+    pub fn search(&self, query: &[f32], k: usize) -> Result<Vec<Hit>, AnnError> {
+        self.check(query.len())?;
+        if k == 0 || self.is_empty() {
+            return Ok(Vec::new());
+        }
+        let m = self.inner.search(query, k)?;
+        Ok(m.keys
+            .iter()
+            .zip(&m.distances)
+            .filter_map(|(&key, &d)| {
+                DataId::from_u64(key).map(|id| Hit {
+                    id,
+                    cosine: 1.0 - d,
+                })
+            })
+            .collect())
+    }
+
+    fn check(&self, got: usize) -> Result<(), IndexError> {
+        if got != self.dim {
+            return Err(IndexError::Dimension {
+                got,
+                want: self.dim,
+            });
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::index::ExactIndex;
+
+    fn id(n: u64) -> DataId {
+        DataId::from_u64(n).unwrap()
+    }
+
+    /// Deterministic pseudo-random unit vectors.
+    pub(crate) fn random_unit(n: usize, dim: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed;
+        let mut v: Vec<f32> = (0..n * dim)
+            .map(|_| {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((s >> 33) as f32 / (1u64 << 31) as f32) - 0.5
+            })
+            .collect();
+        for row in v.chunks_exact_mut(dim) {
+            crate::vision::model::l2_normalize(row);
+        }
+        v
+    }
+
+    #[test]
+    fn high_recall_against_exact_search() {
+        let (n, dim) = (3000, 64);
+        let base = random_unit(n, dim, 1);
+        let ann = AnnIndex::new(dim, AnnOptions::default()).unwrap();
+        ann.reserve(n, 1).unwrap();
+        let mut exact = ExactIndex::new(dim);
+        for (i, v) in base.chunks_exact(dim).enumerate() {
+            ann.add(id(i as u64 + 1), v).unwrap();
+            exact.add(id(i as u64 + 1), v).unwrap();
+        }
+        let queries = random_unit(50, dim, 2);
+        let mut found = 0;
+        for q in queries.chunks_exact(dim) {
+            let want: Vec<DataId> = exact.search(q, 10).unwrap().iter().map(|h| h.id).collect();
+            let got = ann.search(q, 10).unwrap();
+            found += got.iter().filter(|h| want.contains(&h.id)).count();
+        }
+        let recall = found as f64 / 500.0;
+        assert!(recall >= 0.9, "recall@10 {recall}");
+    }
+
+    #[test]
+    fn exact_copy_is_first_with_cosine_near_one_and_remove_works() {
+        let dim = 32;
+        let base = random_unit(200, dim, 3);
+        let ann = AnnIndex::new(dim, AnnOptions::default()).unwrap();
+        for (i, v) in base.chunks_exact(dim).enumerate() {
+            ann.add(id(i as u64 + 1), v).unwrap();
+        }
+        let q = &base[5 * dim..6 * dim];
+        let hits = ann.search(q, 3).unwrap();
+        assert_eq!(hits[0].id, id(6));
+        assert!(hits[0].cosine > 0.99, "{}", hits[0].cosine);
+        ann.remove(&[id(6)]).unwrap();
+        assert!(ann.search(q, 3).unwrap().iter().all(|h| h.id != id(6)));
+        assert_eq!(ann.len(), 199);
+        assert!(ann.search(&[0.0; 3], 1).is_err());
+    }
+
+    #[test]
+    fn save_and_load_round_trip() {
+        let dim = 16;
+        let base = random_unit(100, dim, 4);
+        let ann = AnnIndex::new(dim, AnnOptions::default()).unwrap();
+        for (i, v) in base.chunks_exact(dim).enumerate() {
+            ann.add(id(i as u64 + 1), v).unwrap();
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ix.usearch");
+        ann.save(&path).unwrap();
+        let back = AnnIndex::load(&path, dim, AnnOptions::default()).unwrap();
+        assert_eq!(back.len(), 100);
+        assert_eq!(back.search(&base[..dim], 1).unwrap()[0].id, id(1));
+        assert!(AnnIndex::load(&path, dim + 1, AnnOptions::default()).is_err());
+    }
+}
