@@ -184,6 +184,36 @@ impl ExactIndex {
     }
 }
 
+/// Re-ranks ANN candidates by their exact cosine (best over `queries`), best first, at
+/// most `k`. `candidates` pairs each id with its full-precision vector.
+pub fn rerank<'a>(
+    queries: &[&[f32]],
+    candidates: impl IntoIterator<Item = (DataId, &'a [f32])>,
+    k: usize,
+) -> Vec<Hit> {
+    let mut hits: Vec<Hit> = candidates
+        .into_iter()
+        .filter(|(_, v)| queries.iter().all(|q| q.len() == v.len()))
+        .map(|(id, v)| Hit {
+            id,
+            cosine: queries
+                .iter()
+                .map(|q| dot(q, v))
+                .fold(f32::NEG_INFINITY, f32::max),
+        })
+        .collect();
+    hits.sort_by(|a, b| {
+        if better(a, b) {
+            Ordering::Less
+        } else {
+            Ordering::Greater
+        }
+    });
+    hits.dedup_by_key(|h| h.id);
+    hits.truncate(k);
+    hits
+}
+
 fn better(a: &Hit, b: &Hit) -> bool {
     match a.cosine.total_cmp(&b.cosine) {
         Ordering::Greater => true,
