@@ -68,16 +68,17 @@ pub fn run(b: IndexBench) -> anyhow::Result<ExitCode> {
     if n == 0 || nq == 0 {
         bail!("no vectors to index or to query");
     }
+    let threads = std::thread::available_parallelism().map_or(1, |t| t.get());
     let options = AnnOptions {
         connectivity: b.connectivity,
         expansion_search: b.ef_search,
+        threads: threads.max(2),
         ..AnnOptions::default()
     };
-    let threads = std::thread::available_parallelism().map_or(1, |t| t.get());
 
     // Build, adding from every core.
     let ann = AnnIndex::new(dim, options)?;
-    ann.reserve(n, threads)?;
+    ann.reserve(n)?;
     let start = Instant::now();
     std::thread::scope(|s| {
         let chunk = n.div_ceil(threads);
@@ -109,7 +110,9 @@ pub fn run(b: IndexBench) -> anyhow::Result<ExitCode> {
     let load_start = Instant::now();
     let ann = AnnIndex::load(&path, dim, options)?;
     let load_s = load_start.elapsed().as_secs_f64();
-    let rss_growth = resident_bytes().zip(rss_before).map(|(a, b)| a.saturating_sub(b));
+    let rss_growth = resident_bytes()
+        .zip(rss_before)
+        .map(|(a, b)| a.saturating_sub(b));
     let _ = std::fs::remove_file(&path);
 
     // Ground truth by exact search, queries spread over every core.
@@ -132,7 +135,10 @@ pub fn run(b: IndexBench) -> anyhow::Result<ExitCode> {
             .collect();
         handles
             .into_iter()
-            .map(|h| h.join().map_err(|_| anyhow::anyhow!("ground-truth thread panicked")))
+            .map(|h| {
+                h.join()
+                    .map_err(|_| anyhow::anyhow!("ground-truth thread panicked"))
+            })
             .collect::<anyhow::Result<Vec<_>>>()
             .map(|v| v.concat())
     })?;
@@ -158,7 +164,11 @@ pub fn run(b: IndexBench) -> anyhow::Result<ExitCode> {
         let t = Instant::now();
         let hits = search(q)?;
         lat.push(t.elapsed().as_secs_f64() * 1000.0);
-        found += hits.iter().take(10).filter(|h| want.contains(&h.id)).count();
+        found += hits
+            .iter()
+            .take(10)
+            .filter(|h| want.contains(&h.id))
+            .count();
     }
     lat.sort_by(|a, b| a.total_cmp(b));
     let pct = |p: f64| lat[((lat.len() - 1) as f64 * p).round() as usize];

@@ -616,6 +616,7 @@ fn service_latency(
     db: &[Item],
 ) -> anyhow::Result<serde_json::Value> {
     use crate::service::images::{ImageService, ImageSource, SearchImage};
+    use crate::service::indexes::IndexSettings;
     use crate::service::list_token::ListTokenKey;
     use crate::store::{DbRef, ImageStore, NewImage, SqliteStore};
     use crate::vision::embedder::EmbeddingBatcher;
@@ -678,6 +679,7 @@ fn service_latency(
             ImageFetcher::new(FetchConfig::default())?,
             embedder,
             ListTokenKey::generate()?,
+            IndexSettings::in_data_dir(&dir),
         )?;
         // Query files.
         let mut plain = Vec::new();

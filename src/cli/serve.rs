@@ -12,6 +12,7 @@ use crate::api::keys::{load_keys_from_env, KeySource};
 use crate::api::server::{metrics_router, router, serve, AppState};
 use crate::config::ModelConfig;
 use crate::service::images::ImageService;
+use crate::service::indexes::IndexSettings;
 use crate::service::list_token::ListTokenKey;
 use crate::store::{ImageStore, SqliteStore, StoreOptions};
 use crate::vision::embedder::EmbeddingBatcher;
@@ -40,6 +41,14 @@ pub struct ServeConfig {
     /// Do not serve /metrics at all.
     #[arg(long, env = "IMGSEARCH_NO_METRICS")]
     pub no_metrics: bool,
+    /// Databases with at least this many images are searched with the ANN (HNSW) index,
+    /// smaller ones exactly.
+    #[arg(long, env = "IMGSEARCH_ANN_THRESHOLD", default_value_t = IndexSettings::DEFAULT_ANN_THRESHOLD)]
+    pub ann_threshold: usize,
+    /// Seconds between writing changed ANN indexes to disk (they are also written at
+    /// shutdown; after a crash the store's changes since are replayed at start-up).
+    #[arg(long, env = "IMGSEARCH_INDEX_SNAPSHOT_SECS", default_value_t = 300)]
+    pub index_snapshot_secs: u64,
 }
 
 pub fn run(model: &ModelConfig, config: ServeConfig) -> anyhow::Result<ExitCode> {
@@ -84,9 +93,20 @@ async fn run_async(model: &ModelConfig, config: ServeConfig) -> anyhow::Result<E
         allow_private: config.allow_private_urls,
         ..FetchConfig::default()
     })?;
-    let service = Arc::new(ImageService::start(store, fetcher, embedder, tokens)?);
+    let index_settings = IndexSettings {
+        ann_threshold: config.ann_threshold.max(1),
+        snapshot_every: std::time::Duration::from_secs(config.index_snapshot_secs.max(1)),
+        ..IndexSettings::in_data_dir(&config.data)
+    };
+    let service = Arc::new(ImageService::start(
+        store,
+        fetcher,
+        embedder,
+        tokens,
+        index_settings,
+    )?);
     let metrics_on_main = !config.no_metrics && config.metrics_listen.is_none();
-    let state = Arc::new(AppState::new(service, keys.store, metrics_on_main));
+    let state = Arc::new(AppState::new(service.clone(), keys.store, metrics_on_main));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let metrics_task = match config.metrics_listen {
         Some(addr) => {
@@ -123,6 +143,9 @@ async fn run_async(model: &ModelConfig, config: ServeConfig) -> anyhow::Result<E
         task.await.context("metrics listener")??;
     }
     eprintln!("imgsearch: shutting down; in-flight requests finished");
+    tokio::task::spawn_blocking(move || service.snapshot_indexes())
+        .await
+        .context("writing the index snapshots")?;
     drop(state); // closes the embedder (joins its threads) and the store
     Ok(ExitCode::SUCCESS)
 }

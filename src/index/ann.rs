@@ -11,26 +11,69 @@
 //! capped recall@10 near 0.82 in `bench index`; scaling each vector so its largest component
 //! is ±127 uses all 8 bits, and cosine does not care about a per-vector scale.
 
+use std::sync::{Condvar, Mutex, PoisonError};
+
 use usearch::{Index, IndexOptions, MetricKind, ScalarKind};
 
 use super::{Hit, IndexError};
 use crate::store::DataId;
 
 /// HNSW parameters. Defaults favour recall: M = 16, ef_construction = 128, ef_search = 64.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AnnOptions {
     pub connectivity: usize,
     pub expansion_add: usize,
     pub expansion_search: usize,
+    /// Calls (adds and searches) that may run at once; more wait for a free slot. usearch
+    /// keeps one scratch context per slot and fails a call that finds none.
+    pub threads: usize,
 }
 
 impl Default for AnnOptions {
     fn default() -> Self {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         Self {
             connectivity: 16,
             expansion_add: 128,
             expansion_search: 64,
+            threads: (2 * cores).max(4),
         }
+    }
+}
+
+/// A counting semaphore over usearch's per-thread contexts.
+struct Slots {
+    free: Mutex<usize>,
+    freed: Condvar,
+}
+
+impl Slots {
+    fn new(n: usize) -> Self {
+        Self {
+            free: Mutex::new(n.max(1)),
+            freed: Condvar::new(),
+        }
+    }
+
+    fn acquire(&self) -> SlotGuard<'_> {
+        let mut free = self.free.lock().unwrap_or_else(PoisonError::into_inner);
+        while *free == 0 {
+            free = self
+                .freed
+                .wait(free)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+        *free -= 1;
+        SlotGuard(self)
+    }
+}
+
+struct SlotGuard<'a>(&'a Slots);
+
+impl Drop for SlotGuard<'_> {
+    fn drop(&mut self) {
+        *self.0.free.lock().unwrap_or_else(PoisonError::into_inner) += 1;
+        self.0.freed.notify_one();
     }
 }
 
@@ -50,7 +93,9 @@ impl From<cxx::Exception> for AnnError {
 
 pub struct AnnIndex {
     dim: usize,
+    options: AnnOptions,
     inner: Index,
+    slots: Slots,
 }
 
 impl AnnIndex {
@@ -64,7 +109,13 @@ impl AnnIndex {
             expansion_search: options.expansion_search,
             multi: false,
         })?;
-        Ok(Self { dim, inner })
+        inner.reserve_capacity_and_threads(1024, options.threads.max(1))?;
+        Ok(Self {
+            dim,
+            options,
+            inner,
+            slots: Slots::new(options.threads),
+        })
     }
 
     /// Opens an index written by `save`.
@@ -79,6 +130,7 @@ impl AnnIndex {
             .into());
         }
         ix.inner.change_expansion_search(options.expansion_search);
+        ix.reserve(ix.len() + ix.len() / 8 + 1024)?;
         Ok(ix)
     }
 
@@ -90,6 +142,14 @@ impl AnnIndex {
         self.inner.size()
     }
 
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+
+    pub fn options(&self) -> AnnOptions {
+        self.options
+    }
+
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -99,15 +159,16 @@ impl AnnIndex {
         self.inner.memory_usage()
     }
 
-    /// Makes room for `capacity` vectors and sets how many threads may add at once.
-    pub fn reserve(&self, capacity: usize, threads: usize) -> Result<(), AnnError> {
+    /// Makes room for `capacity` vectors. Not concurrently with other calls.
+    pub fn reserve(&self, capacity: usize) -> Result<(), AnnError> {
         Ok(self
             .inner
-            .reserve_capacity_and_threads(capacity, threads.max(1))?)
+            .reserve_capacity_and_threads(capacity, self.options.threads.max(1))?)
     }
 
     /// Adds one vector (replacing an existing one with the same id). Safe to call from
-    /// several threads at once, up to the reserved thread count.
+    /// several threads at once while capacity lasts (`reserve` first); when it runs out the
+    /// index grows, which must not race other calls, so concurrent builders reserve ahead.
     pub fn add(&self, id: DataId, vector: &[f32]) -> Result<(), AnnError> {
         self.check(vector.len())?;
         let key = id.as_u64();
@@ -115,10 +176,11 @@ impl AnnIndex {
             self.inner.remove(key)?;
         }
         if self.inner.size() + 1 > self.inner.capacity() {
-            let grow = (self.inner.capacity() * 2).max(1024);
-            self.inner.reserve(grow)?;
+            self.reserve((self.inner.capacity() * 2).max(1024))?;
         }
-        Ok(self.inner.add(key, &quantize(vector))?)
+        let quantized = quantize(vector);
+        let _slot = self.slots.acquire();
+        Ok(self.inner.add(key, &quantized)?)
     }
 
     pub fn remove(&self, ids: &[DataId]) -> Result<(), AnnError> {
@@ -134,7 +196,11 @@ impl AnnIndex {
         if k == 0 || self.is_empty() {
             return Ok(Vec::new());
         }
-        let m = self.inner.search(&quantize(query), k)?;
+        let quantized = quantize(query);
+        let m = {
+            let _slot = self.slots.acquire();
+            self.inner.search(&quantized, k)?
+        };
         Ok(m.keys
             .iter()
             .zip(&m.distances)
@@ -221,7 +287,7 @@ mod tests {
         let (n, dim) = (3000, 64);
         let base = random_unit(n, dim, 1);
         let ann = AnnIndex::new(dim, AnnOptions::default()).unwrap();
-        ann.reserve(n, 1).unwrap();
+        ann.reserve(n).unwrap();
         let mut exact = ExactIndex::new(dim);
         for (i, v) in base.chunks_exact(dim).enumerate() {
             ann.add(id(i as u64 + 1), v).unwrap();

@@ -90,6 +90,14 @@ impl ExactIndex {
         self.slot_of.contains_key(&id)
     }
 
+    /// Every (id, vector), in storage order.
+    pub fn iter(&self) -> impl Iterator<Item = (DataId, &[f32])> {
+        self.ids
+            .iter()
+            .copied()
+            .zip(self.vectors.chunks_exact(self.dim))
+    }
+
     /// Adds (or replaces) one vector.
     pub fn add(&mut self, id: DataId, vector: &[f32]) -> Result<(), IndexError> {
         if vector.len() != self.dim {

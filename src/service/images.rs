@@ -1,8 +1,8 @@
 //! `ImageService`: the API's operations on image databases — create, list, delete
 //! databases; add, list, search and delete images — with no HTTP types in sight.
 //!
-//! It ties together the store (source of truth, durable), the in-memory search indexes
-//! (rebuilt from the store at start-up, updated after each durable write), the image
+//! It ties together the store (source of truth, durable), the search indexes (exact or
+//! ANN per database, kept in step with the store by `service::indexes`), the image
 //! fetcher and the batching embedder. Parameters arrive already checked against the API's
 //! rules by the API layer; errors leave as `ServiceError` values that the edge maps to
 //! codes once.
@@ -16,9 +16,10 @@
 //! which keeps "the same file scores 10" true for old and new vectors alike.
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
-use crate::index::{score, ExactIndex, Hit};
+use crate::index::{score, Hit};
+use crate::service::indexes::{DbIndex, DbIndexes, IndexSettings};
 use crate::service::list_token::{ListScope, ListTokenKey};
 use crate::store::{
     DataId, DbInfo, DbRef, ImageRecord, ImageStore, ListQuery, NewImage, Order, StoreError,
@@ -27,7 +28,6 @@ use crate::vision::borders;
 use crate::vision::decode::{self, DecodeError, DecodeLimits};
 use crate::vision::embedder::{EmbedError, EmbeddingBatcher};
 use crate::vision::fetch::{FetchError, ImageFetcher};
-use crate::vision::onnx::FEATURE_DIM;
 use crate::vision::preprocess::{fit_within, resize, write_input_tensor, INPUT_LEN};
 
 /// Size caps of the API: AddImage 2 MB, SearchImage 3 MB.
@@ -149,39 +149,42 @@ pub struct Match {
     pub score: f32,
 }
 
-type IndexKey = (String, String);
-
 pub struct ImageService {
     store: Arc<dyn ImageStore>,
     fetcher: ImageFetcher,
     embedder: Arc<EmbeddingBatcher>,
     tokens: ListTokenKey,
-    indexes: RwLock<HashMap<IndexKey, Arc<RwLock<ExactIndex>>>>,
+    indexes: Arc<DbIndexes>,
 }
 
+/// DistinctEntity stops widening an ANN search at this many candidates.
+const MAX_ANN_CANDIDATES: usize = 4096;
+
 impl ImageService {
-    /// Opens the service over `store`, building every database's index from it.
+    /// Opens the service over `store`, opening every database's index (`DbIndexes::open`)
+    /// and starting the periodic index snapshots. Blocking.
     pub fn start(
         store: Arc<dyn ImageStore>,
         fetcher: ImageFetcher,
         embedder: Arc<EmbeddingBatcher>,
         tokens: ListTokenKey,
+        index_settings: IndexSettings,
     ) -> Result<Self, ServiceError> {
-        let mut indexes = HashMap::new();
-        for db in store.list_all_dbs()? {
-            let set = store.load_embeddings(DbRef::new(&db.tenant, &db.name))?;
-            let dim = if set.is_empty() { FEATURE_DIM } else { set.dim };
-            let index = ExactIndex::from_parts(dim, set.ids, set.vectors)
-                .map_err(|e| ServiceError::Internal(e.to_string()))?;
-            indexes.insert((db.tenant, db.name), Arc::new(RwLock::new(index)));
-        }
+        let indexes = Arc::new(DbIndexes::open(store.clone(), index_settings)?);
+        indexes.start_snapshotter();
         Ok(Self {
             store,
             fetcher,
             embedder,
             tokens,
-            indexes: RwLock::new(indexes),
+            indexes,
         })
+    }
+
+    /// Writes every changed ANN index to disk (at shutdown), so the next start loads it
+    /// instead of repairing it. Blocking.
+    pub fn snapshot_indexes(&self) {
+        self.indexes.snapshot_all();
     }
 
     pub fn embedder(&self) -> &EmbeddingBatcher {
@@ -190,10 +193,7 @@ impl ImageService {
 
     /// (tenant, database, image count) for every database, for metrics.
     pub fn database_sizes(&self) -> Vec<(String, String, usize)> {
-        let map = self.indexes.read().unwrap_or_else(|p| p.into_inner());
-        map.iter()
-            .map(|((t, d), ix)| (t.clone(), d.clone(), ix.read().map_or(0, |ix| ix.len())))
-            .collect()
+        self.indexes.sizes()
     }
 
     /// Whether the store answers a query (for `/readyz`).
@@ -209,10 +209,7 @@ impl ImageService {
                 move |s| s.create_db(DbRef::new(&t, &n))
             })
             .await?;
-        self.write_indexes().insert(
-            key(tenant, name),
-            Arc::new(RwLock::new(ExactIndex::new(FEATURE_DIM))),
-        );
+        self.indexes.created(&info);
         Ok(info)
     }
 
@@ -225,7 +222,7 @@ impl ImageService {
         let (t, n) = (tenant.to_string(), name.to_string());
         self.blocking_store(move |s| s.delete_db(DbRef::new(&t, &n)))
             .await?;
-        self.write_indexes().remove(&key(tenant, name));
+        self.indexes.deleted(tenant, name);
         Ok(())
     }
 
@@ -240,6 +237,7 @@ impl ImageService {
             .await
             .map_err(|e| ServiceError::Internal(e.to_string()))??;
         let embedding = self.embed(prepared.tensor).await?;
+        let gate = index.write_gate().await;
         let record = {
             let t = tenant.to_string();
             let embedding = embedding.clone();
@@ -258,11 +256,15 @@ impl ImageService {
             })
             .await?
         };
-        index
-            .write()
-            .map_err(|_| ServiceError::Internal("index lock poisoned".into()))?
-            .add(record.data_id, &embedding)
-            .map_err(|e| ServiceError::Internal(e.to_string()))?;
+        {
+            let index = index.clone();
+            let id = record.data_id;
+            tokio::task::spawn_blocking(move || index.add(id, &embedding))
+                .await
+                .map_err(|e| ServiceError::Internal(e.to_string()))??;
+        }
+        drop(gate);
+        self.indexes.promote_if_due(&index);
         Ok(record)
     }
 
@@ -274,12 +276,11 @@ impl ImageService {
     ) -> Result<usize, ServiceError> {
         let index = self.index(tenant, db)?;
         let (t, d, e) = (tenant.to_string(), db.to_string(), entity_id.to_string());
+        let _gate = index.write_gate().await;
         let removed = self
             .blocking_store(move |s| s.delete_entity(DbRef::new(&t, &d), &e))
             .await?;
-        if let Ok(mut ix) = index.write() {
-            ix.remove(&removed);
-        }
+        index.remove(&removed)?;
         Ok(removed.len())
     }
 
@@ -382,14 +383,14 @@ impl ImageService {
         };
         loop {
             let (hits, total) = {
-                let ix = index
-                    .read()
-                    .map_err(|_| ServiceError::Internal("index lock poisoned".into()))?;
-                let qs: Vec<&[f32]> = queries.iter().map(Vec::as_slice).collect();
-                let hits = ix
-                    .search_max(&qs, k)
-                    .map_err(|e| ServiceError::Internal(e.to_string()))?;
-                (hits, ix.len())
+                let (index, store, queries) = (index.clone(), self.store.clone(), queries.clone());
+                let rerank = self.indexes.settings().rerank;
+                tokio::task::spawn_blocking(move || {
+                    let qs: Vec<&[f32]> = queries.iter().map(Vec::as_slice).collect();
+                    index.search(store.as_ref(), &qs, k, rerank)
+                })
+                .await
+                .map_err(|e| ServiceError::Internal(e.to_string()))??
             };
             let ids: Vec<DataId> = hits.iter().map(|h| h.id).collect();
             let records = {
@@ -401,7 +402,10 @@ impl ImageService {
             let below_min = hits
                 .last()
                 .is_some_and(|h| req.min_score.is_some_and(|min| score(h.cosine) < min));
-            let exhausted = hits.len() < k || k >= total || below_min;
+            let exhausted = hits.len() < k
+                || k >= total
+                || below_min
+                || (k >= MAX_ANN_CANDIDATES && index.is_ann());
             let matches = select_matches(&hits, records, filter);
             if matches.len() >= req.limit || exhausted || !req.distinct_entity {
                 return Ok(matches);
@@ -450,17 +454,10 @@ impl ImageService {
         Ok(ticket.wait_async().await?.embedding)
     }
 
-    fn index(&self, tenant: &str, db: &str) -> Result<Arc<RwLock<ExactIndex>>, ServiceError> {
-        let map = self.indexes.read().unwrap_or_else(|p| p.into_inner());
-        map.get(&key(tenant, db))
-            .cloned()
+    fn index(&self, tenant: &str, db: &str) -> Result<Arc<DbIndex>, ServiceError> {
+        self.indexes
+            .get(tenant, db)
             .ok_or_else(|| ServiceError::DbNotFound(db.to_string()))
-    }
-
-    fn write_indexes(
-        &self,
-    ) -> std::sync::RwLockWriteGuard<'_, HashMap<IndexKey, Arc<RwLock<ExactIndex>>>> {
-        self.indexes.write().unwrap_or_else(|p| p.into_inner())
     }
 
     async fn blocking_store<T, F>(&self, f: F) -> Result<T, ServiceError>
@@ -474,10 +471,6 @@ impl ImageService {
             .map_err(|e| ServiceError::Internal(e.to_string()))?
             .map_err(ServiceError::from)
     }
-}
-
-fn key(tenant: &str, db: &str) -> IndexKey {
-    (tenant.to_string(), db.to_string())
 }
 
 /// Best-first hits + their records → the page SearchImage returns: hits without a record

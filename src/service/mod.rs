@@ -1,7 +1,8 @@
 //! Service operations between the API layer and the store, vision and index modules.
 //!
-//! So far only the ListImages continuation token lives here ([`list_token`]); the operations
-//! themselves are added by the API work.
+//! [`images`]: the operations; [`indexes`]: each database's search index, in step with the
+//! store; [`list_token`]: the ListImages continuation token.
 
 pub mod images;
+pub mod indexes;
 pub mod list_token;

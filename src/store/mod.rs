@@ -301,6 +301,14 @@ pub trait ImageStore: Send + Sync {
         visit: &mut dyn FnMut(DataId, &[f32]),
     ) -> Result<u64, StoreError>;
 
+    /// Every image id of the database, ascending (for reconciling a persisted ANN index
+    /// with the store at start-up).
+    fn list_ids(&self, db: DbRef<'_>) -> Result<Vec<DataId>, StoreError>;
+
+    /// The embeddings of `ids` that are in the database, in the order given, in one
+    /// contiguous buffer; missing ids are skipped. For re-ranking ANN candidates.
+    fn get_embeddings(&self, db: DbRef<'_>, ids: &[DataId]) -> Result<EmbeddingSet, StoreError>;
+
     /// All embeddings of the database in one contiguous buffer (two allocations in total,
     /// sized from the image count up front).
     fn load_embeddings(&self, db: DbRef<'_>) -> Result<EmbeddingSet, StoreError> {

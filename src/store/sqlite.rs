@@ -40,8 +40,8 @@ use rusqlite::{
 };
 
 use super::{
-    is_valid_db_name, DataId, DbInfo, DbRef, ImagePage, ImageRecord, ImageStore, ListQuery,
-    NewImage, Order, StoreError, StoreOptions,
+    is_valid_db_name, DataId, DbInfo, DbRef, EmbeddingSet, ImagePage, ImageRecord, ImageStore,
+    ListQuery, NewImage, Order, StoreError, StoreOptions,
 };
 
 /// The database file inside the data directory.
@@ -980,6 +980,54 @@ impl ImageStore for SqliteStore {
                 .query_row(params![sql_id(id), row.id], |r| r.get::<_, Vec<u8>>(0))
                 .optional()?;
             Ok(jpeg)
+        })
+    }
+
+    fn list_ids(&self, db: DbRef<'_>) -> Result<Vec<DataId>, StoreError> {
+        self.with_reader(|conn| {
+            let tx = conn.transaction()?;
+            let row = require_db(&tx, db)?;
+            let mut stmt =
+                tx.prepare_cached("SELECT data_id FROM images WHERE db_id = ?1 ORDER BY data_id")?;
+            let mut rows = stmt.query([row.id])?;
+            let mut out = Vec::with_capacity(usize::try_from(row.info.image_count).unwrap_or(0));
+            while let Some(r) = rows.next()? {
+                out.push(data_id_from_sql(r.get(0)?)?);
+            }
+            Ok(out)
+        })
+    }
+
+    fn get_embeddings(&self, db: DbRef<'_>, ids: &[DataId]) -> Result<EmbeddingSet, StoreError> {
+        self.with_reader(|conn| {
+            let tx = conn.transaction()?;
+            let row = require_db(&tx, db)?;
+            let dim = row.info.dim.unwrap_or(0);
+            let mut set = EmbeddingSet {
+                dim,
+                ids: Vec::with_capacity(ids.len()),
+                vectors: Vec::with_capacity(ids.len() * dim),
+            };
+            // The join keeps tenants apart: the id must belong to this tenant's database.
+            let mut stmt = tx.prepare_cached(
+                "SELECT v.vec FROM image_vectors v JOIN images i ON i.data_id = v.data_id
+                 WHERE v.data_id = ?1 AND i.db_id = ?2",
+            )?;
+            let mut buf = Vec::with_capacity(dim);
+            for &id in ids {
+                let mut rows = stmt.query(params![sql_id(id), row.id])?;
+                if let Some(r) = rows.next()? {
+                    let blob = r
+                        .get_ref(0)?
+                        .as_blob()
+                        .map_err(|e| StoreError::Corrupt(format!("embedding of {id}: {e}")))?;
+                    decode_embedding(blob, row.info.dim, &mut buf)
+                        .map_err(|e| StoreError::Corrupt(format!("image {id}: {e}")))?;
+                    set.ids.push(id);
+                    set.vectors.extend_from_slice(&buf);
+                }
+            }
+            Ok(set)
         })
     }
 

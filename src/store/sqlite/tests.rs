@@ -774,8 +774,25 @@ fn load_all_embeddings_round_trip() {
     assert_eq!(set.ids, ids);
     assert_eq!(set.vector(299).unwrap(), &vectors[299][..]);
 
+    // Ids and embeddings by id: order given, missing and other tenants' ids skipped.
+    assert_eq!(store.list_ids(db).unwrap(), ids);
+    let other = DbRef::new("u", "default");
+    store.create_db(other).unwrap();
+    let foreign = store
+        .add_image(other, &img("x", &vectors[0]))
+        .unwrap()
+        .data_id;
+    let wanted = [ids[7], foreign, DataId::from_u64(1).unwrap(), ids[2]];
+    let got = store.get_embeddings(db, &wanted).unwrap();
+    assert_eq!(got.ids, vec![ids[7], ids[2]]);
+    assert_eq!(got.vector(0).unwrap(), &vectors[7][..]);
+    assert_eq!(got.vector(1).unwrap(), &vectors[2][..]);
+    assert_eq!(store.list_ids(other).unwrap(), vec![foreign]);
+
     let empty = DbRef::new("t", "empty");
     store.create_db(empty).unwrap();
+    assert!(store.list_ids(empty).unwrap().is_empty());
+    assert!(store.get_embeddings(empty, &ids).unwrap().is_empty());
     assert!(store.load_embeddings(empty).unwrap().is_empty());
     assert!(matches!(
         store.load_embeddings(DbRef::new("t", "nope")),
