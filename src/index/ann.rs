@@ -332,7 +332,8 @@ mod tests {
         let cos = crate::index::dot(&v, &qf) / norm;
         assert!(cos > 0.999, "cosine to the original {cos}");
         assert_eq!(quantize(&[0.0, 0.0]), vec![0, 0]);
-        assert_eq!(quantize(&[f32::NAN, 1.0]), vec![0, 0]);
+        assert_eq!(quantize(&[f32::NAN, 1.0]), vec![0, 127]);
+        assert_eq!(quantize(&[f32::INFINITY, 1.0]), vec![0, 0]);
     }
 
     #[test]
