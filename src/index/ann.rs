@@ -6,12 +6,20 @@
 //! the candidates with them (`index::rerank`) for exact order and scores. Persisted with
 //! `save`/`load`. Keeping it in step with the store is the service's job (`service::indexes`).
 //!
+//! Exact duplicates (the same picture uploaded again: identical quantized vectors) share one
+//! graph node and are listed beside it. Inserted as nodes of their own, HNSW's neighbour
+//! heuristic links a duplicate only to its twin (every other candidate is "no closer than
+//! the twin"), so dozens of copies form an island no search reaches — the SDK test with 40
+//! copies per picture found none of them that way.
+//!
 //! We quantize ourselves ([`quantize`]): usearch's own f32→i8 cast scales the unit vector by
 //! 127 and truncates, which leaves a 1280-d embedding (components ≈ 0.03) with ±3 levels and
 //! capped recall@10 near 0.82 in `bench index`; scaling each vector so its largest component
 //! is ±127 uses all 8 bits, and cosine does not care about a per-vector scale.
 
-use std::sync::{Condvar, Mutex, PoisonError};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 
 use usearch::{Index, IndexOptions, MetricKind, ScalarKind};
 
@@ -96,6 +104,21 @@ pub struct AnnIndex {
     options: AnnOptions,
     inner: Index,
     slots: Slots,
+    duplicates: Mutex<Duplicates>,
+}
+
+/// Ids whose vector equals a graph node's, by node key.
+#[derive(Debug, Default, PartialEq)]
+struct Duplicates {
+    members: HashMap<u64, Vec<u64>>,
+    node_of: HashMap<u64, u64>,
+}
+
+impl Duplicates {
+    fn insert(&mut self, node: u64, member: u64) {
+        self.members.entry(node).or_default().push(member);
+        self.node_of.insert(member, node);
+    }
 }
 
 impl AnnIndex {
@@ -115,13 +138,36 @@ impl AnnIndex {
             options,
             inner,
             slots: Slots::new(options.threads),
+            duplicates: Mutex::new(Duplicates::default()),
         })
     }
 
-    /// Opens an index written by `save`.
-    pub fn load(path: &std::path::Path, dim: usize, options: AnnOptions) -> Result<Self, AnnError> {
+    /// Opens an index written by `save` (the graph file and its duplicates file).
+    pub fn load(path: &Path, dim: usize, options: AnnOptions) -> Result<Self, AnnError> {
         let ix = Self::new(dim, options)?;
         ix.inner.load(&path.to_string_lossy())?;
+        let bytes = std::fs::read(duplicates_path(path))
+            .map_err(|e| AnnError::Backend(format!("duplicates file: {e}")))?;
+        if !bytes.len().is_multiple_of(16) {
+            return Err(AnnError::Backend("duplicates file: truncated".into()));
+        }
+        {
+            let mut d = ix.dups();
+            for pair in bytes.chunks_exact(16) {
+                let word = |i: usize| {
+                    let mut b = [0u8; 8];
+                    b.copy_from_slice(&pair[i..i + 8]);
+                    u64::from_le_bytes(b)
+                };
+                let (member, node) = (word(0), word(8));
+                if !ix.inner.contains(node) || ix.inner.contains(member) {
+                    return Err(AnnError::Backend(
+                        "duplicates file does not match the graph".into(),
+                    ));
+                }
+                d.insert(node, member);
+            }
+        }
         if ix.inner.dimensions() != dim {
             return Err(IndexError::Dimension {
                 got: ix.inner.dimensions(),
@@ -134,12 +180,30 @@ impl AnnIndex {
         Ok(ix)
     }
 
-    pub fn save(&self, path: &std::path::Path) -> Result<(), AnnError> {
-        Ok(self.inner.save(&path.to_string_lossy())?)
+    /// Writes the graph to `path` and the duplicates next to it, both fsynced.
+    pub fn save(&self, path: &Path) -> Result<(), AnnError> {
+        let io = |e: std::io::Error| AnnError::Backend(format!("saving {}: {e}", path.display()));
+        // Under the lock: `save` must not race an add (callers keep writers out anyway).
+        let d = self.dups();
+        self.inner.save(&path.to_string_lossy())?;
+        std::fs::File::open(path)
+            .and_then(|f| f.sync_all())
+            .map_err(io)?;
+        let mut bytes = Vec::with_capacity(d.node_of.len() * 16);
+        for (member, node) in &d.node_of {
+            bytes.extend_from_slice(&member.to_le_bytes());
+            bytes.extend_from_slice(&node.to_le_bytes());
+        }
+        let dpath = duplicates_path(path);
+        std::fs::write(&dpath, &bytes).map_err(io)?;
+        std::fs::File::open(&dpath)
+            .and_then(|f| f.sync_all())
+            .map_err(io)
     }
 
+    /// Vectors held, duplicates included.
     pub fn len(&self) -> usize {
-        self.inner.size()
+        self.inner.size() + self.dups().node_of.len()
     }
 
     pub fn dim(&self) -> usize {
@@ -169,28 +233,88 @@ impl AnnIndex {
     /// Adds one vector (replacing an existing one with the same id). Safe to call from
     /// several threads at once while capacity lasts (`reserve` first); when it runs out the
     /// index grows, which must not race other calls, so concurrent builders reserve ahead.
+    /// A vector identical to a node's joins that node's duplicates instead of the graph
+    /// (two identical vectors added at the same instant may both become nodes; harmless).
     pub fn add(&self, id: DataId, vector: &[f32]) -> Result<(), AnnError> {
         self.check(vector.len())?;
         let key = id.as_u64();
-        if self.inner.contains(key) {
-            self.inner.remove(key)?;
+        if self.contains(id) {
+            self.remove(&[id])?;
+        }
+        let quantized = quantize(vector);
+        if let Some(node) = self.identical_node(&quantized)? {
+            self.dups().insert(node, key);
+            return Ok(());
         }
         if self.inner.size() + 1 > self.inner.capacity() {
             self.reserve((self.inner.capacity() * 2).max(1024))?;
         }
-        let quantized = quantize(vector);
         let _slot = self.slots.acquire();
         Ok(self.inner.add(key, &quantized)?)
     }
 
+    /// The graph node whose quantized vector is exactly `q`, if any.
+    fn identical_node(&self, q: &[i8]) -> Result<Option<u64>, AnnError> {
+        if self.inner.size() == 0 {
+            return Ok(None);
+        }
+        let m = {
+            let _slot = self.slots.acquire();
+            self.inner.search(q, 1)?
+        };
+        let Some((&node, &d)) = m.keys.first().zip(m.distances.first()) else {
+            return Ok(None);
+        };
+        if d > 1e-4 {
+            return Ok(None);
+        }
+        let mut stored = vec![0i8; self.dim];
+        let n = self.inner.get(node, &mut stored)?;
+        Ok((n > 0 && stored == q).then_some(node))
+    }
+
+    /// Removes ids (unknown ones are ignored). A node that leaves with duplicates behind
+    /// passes its place in the graph to one of them (same vector, so same links).
     pub fn remove(&self, ids: &[DataId]) -> Result<(), AnnError> {
         for id in ids {
-            self.inner.remove(id.as_u64())?;
+            let key = id.as_u64();
+            let mut d = self.dups();
+            if let Some(node) = d.node_of.remove(&key) {
+                if let Some(list) = d.members.get_mut(&node) {
+                    list.retain(|m| *m != key);
+                    if list.is_empty() {
+                        d.members.remove(&node);
+                    }
+                }
+                continue;
+            }
+            if let Some(mut list) = d.members.remove(&key) {
+                if let Some(heir) = list.pop() {
+                    d.node_of.remove(&heir);
+                    for m in &list {
+                        d.node_of.insert(*m, heir);
+                    }
+                    if !list.is_empty() {
+                        d.members.insert(heir, list);
+                    }
+                    self.inner.rename(key, heir)?;
+                    continue;
+                }
+            }
+            drop(d);
+            self.inner.remove(key)?;
         }
         Ok(())
     }
 
-    /// About the `k` most similar vectors, best first.
+    fn dups(&self) -> MutexGuard<'_, Duplicates> {
+        self.duplicates
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// About the `k` most similar vectors, best first; a hit's duplicates follow it (so
+    /// there may be more than `k`).
     pub fn search(&self, query: &[f32], k: usize) -> Result<Vec<Hit>, AnnError> {
         self.check(query.len())?;
         if k == 0 || self.is_empty() {
@@ -201,21 +325,24 @@ impl AnnIndex {
             let _slot = self.slots.acquire();
             self.inner.search(&quantized, k)?
         };
-        Ok(m.keys
-            .iter()
-            .zip(&m.distances)
-            .filter_map(|(&key, &d)| {
-                DataId::from_u64(key).map(|id| Hit {
-                    id,
-                    cosine: 1.0 - d,
-                })
-            })
-            .collect())
+        let d = self.dups();
+        let mut hits = Vec::with_capacity(m.keys.len());
+        for (&key, &dist) in m.keys.iter().zip(&m.distances) {
+            let cosine = 1.0 - dist;
+            let same = d.members.get(&key).map(Vec::as_slice).unwrap_or(&[]);
+            for k in std::iter::once(&key).chain(same) {
+                if let Some(id) = DataId::from_u64(*k) {
+                    hits.push(Hit { id, cosine });
+                }
+            }
+        }
+        Ok(hits)
     }
 
     /// Whether the index holds a vector under `id`.
     pub fn contains(&self, id: DataId) -> bool {
-        self.inner.contains(id.as_u64())
+        let key = id.as_u64();
+        self.inner.contains(key) || self.dups().node_of.contains_key(&key)
     }
 
     /// The search expansion (ef) used from now on; larger is slower and finds more.
@@ -241,6 +368,13 @@ impl AnnIndex {
         }
         Ok(())
     }
+}
+
+/// Where `save` puts the duplicates of the graph saved at `path`.
+pub fn duplicates_path(path: &Path) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(".dups");
+    PathBuf::from(s)
 }
 
 /// `v` scaled so that its largest-magnitude component is ±127, rounded to i8. A zero (or
@@ -334,6 +468,60 @@ mod tests {
         assert_eq!(quantize(&[0.0, 0.0]), vec![0, 0]);
         assert_eq!(quantize(&[f32::NAN, 1.0]), vec![0, 127]);
         assert_eq!(quantize(&[f32::INFINITY, 1.0]), vec![0, 0]);
+    }
+
+    #[test]
+    fn duplicates_share_a_node_are_all_found_and_survive_removal_and_reload() {
+        let dim = 64;
+        let base = random_unit(300, dim, 5);
+        let ann = AnnIndex::new(dim, AnnOptions::default()).unwrap();
+        let mut next = 1u64;
+        for v in base.chunks_exact(dim) {
+            ann.add(id(next), v).unwrap();
+            next += 1;
+        }
+        // 60 copies of vector 10 (id 11).
+        let copy = &base[10 * dim..11 * dim];
+        let copies: Vec<u64> = (0..60).map(|i| 1000 + i).collect();
+        for &c in &copies {
+            ann.add(id(c), copy).unwrap();
+        }
+        assert_eq!(ann.len(), 360);
+        assert_eq!(ann.inner.size(), 300, "copies are not graph nodes");
+        let found = |ann: &AnnIndex| -> Vec<u64> {
+            let mut v: Vec<u64> = ann
+                .search(copy, 5)
+                .unwrap()
+                .iter()
+                .filter(|h| h.cosine > 0.999)
+                .map(|h| h.id.as_u64())
+                .collect();
+            v.sort_unstable();
+            v
+        };
+        let mut all: Vec<u64> = copies.clone();
+        all.insert(0, 11);
+        assert_eq!(found(&ann), all);
+        // Remove the node itself: a copy takes its place; remove a few copies too.
+        ann.remove(&[id(11), id(1000), id(1059)]).unwrap();
+        assert!(!ann.contains(id(11)) && ann.contains(id(1001)));
+        let left: Vec<u64> = (1001..1059).collect();
+        assert_eq!(found(&ann), left);
+        assert_eq!(ann.len(), 357);
+        // Re-adding an id replaces it.
+        ann.add(id(1001), &base[..dim]).unwrap();
+        assert_eq!(ann.len(), 357);
+        assert!(!found(&ann).contains(&1001));
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("g.usearch");
+        ann.save(&path).unwrap();
+        let back = AnnIndex::load(&path, dim, AnnOptions::default()).unwrap();
+        assert_eq!(back.len(), 357);
+        assert_eq!(back.dups().node_of, ann.dups().node_of);
+        assert_eq!(found(&back), (1002..1059).collect::<Vec<_>>());
+        std::fs::remove_file(duplicates_path(&path)).unwrap();
+        assert!(AnnIndex::load(&path, dim, AnnOptions::default()).is_err());
     }
 
     #[test]

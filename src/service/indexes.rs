@@ -624,7 +624,6 @@ fn write_snapshot(
     let graph = dir.join(format!("graph-{generation}.usearch"));
     let keys = dir.join(format!("ids-{generation}.u64"));
     ann.save(&graph).map_err(internal)?;
-    sync_file(&graph).map_err(|e| io("syncing the graph file", e))?;
     let mut bytes = Vec::with_capacity(ids.len() * 8);
     for id in ids {
         bytes.extend_from_slice(&id.as_u64().to_le_bytes());
@@ -651,7 +650,7 @@ fn write_snapshot(
         for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
             let current = name == META_FILE
-                || name == format!("graph-{generation}.usearch")
+                || name.starts_with(&format!("graph-{generation}.usearch"))
                 || name == format!("ids-{generation}.u64");
             if !current {
                 let _ = std::fs::remove_file(e.path());
