@@ -475,10 +475,8 @@ mod tests {
         let dim = 64;
         let base = random_unit(300, dim, 5);
         let ann = AnnIndex::new(dim, AnnOptions::default()).unwrap();
-        let mut next = 1u64;
-        for v in base.chunks_exact(dim) {
-            ann.add(id(next), v).unwrap();
-            next += 1;
+        for (n, v) in (1u64..).zip(base.chunks_exact(dim)) {
+            ann.add(id(n), v).unwrap();
         }
         // 60 copies of vector 10 (id 11).
         let copy = &base[10 * dim..11 * dim];

@@ -719,13 +719,6 @@ fn read_snapshot(
     Ok((ann, keys))
 }
 
-fn sync_file(path: &Path) -> std::io::Result<()> {
-    std::fs::OpenOptions::new()
-        .read(true)
-        .open(path)?
-        .sync_all()
-}
-
 fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let mut f = std::fs::File::create(path)?;
     f.write_all(bytes)?;
