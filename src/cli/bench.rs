@@ -25,6 +25,8 @@ pub enum BenchCommand {
     Quality(super::quality::QualityBench),
     /// ANN index vs exact search: build time, recall@10, QPS, latency, RAM per vector.
     Index(super::bench_index::IndexBench),
+    /// Index start-up for a database of N images: first start, clean restart, after a crash.
+    Startup(super::bench_startup::StartupBench),
 }
 
 #[derive(Debug, clap::Args)]
@@ -53,6 +55,7 @@ pub fn run(config: &ModelConfig, command: BenchCommand) -> anyhow::Result<ExitCo
         BenchCommand::Embed(b) => embed(config, b),
         BenchCommand::Quality(b) => super::quality::run(config, b),
         BenchCommand::Index(b) => super::bench_index::run(b),
+        BenchCommand::Startup(b) => super::bench_startup::run(b),
     }
 }
 

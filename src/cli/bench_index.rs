@@ -222,7 +222,7 @@ pub fn run(b: IndexBench) -> anyhow::Result<ExitCode> {
 }
 
 /// The process's resident set size (Linux `/proc/self/statm`), `None` elsewhere.
-fn resident_bytes() -> Option<u64> {
+pub(super) fn resident_bytes() -> Option<u64> {
     let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
     let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
     Some(pages * 4096)
@@ -265,7 +265,7 @@ fn normalized(mut v: Vec<f32>, dim: usize) -> Vec<f32> {
 }
 
 /// `n` unit vectors around `n / 100 + 1` random centres.
-fn clustered(n: usize, dim: usize, seed: u64) -> Vec<f32> {
+pub(super) fn clustered(n: usize, dim: usize, seed: u64) -> Vec<f32> {
     let mut s = seed;
     let mut next = move || {
         s = s

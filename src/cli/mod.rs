@@ -3,6 +3,7 @@
 
 mod bench;
 mod bench_index;
+mod bench_startup;
 pub mod client;
 mod embed;
 mod import;
