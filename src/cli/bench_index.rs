@@ -34,16 +34,18 @@ pub struct IndexBench {
     /// Number of synthetic queries.
     #[arg(long, default_value_t = 200)]
     num_queries: usize,
-    /// HNSW search expansion (ef_search).
-    #[arg(long, default_value_t = 64)]
-    ef_search: usize,
+    /// HNSW search expansion (ef_search); a comma-separated list measures each on the
+    /// same graph (the first is the headline figure).
+    #[arg(long, value_delimiter = ',', default_value = "64")]
+    ef_search: Vec<usize>,
     /// HNSW connectivity (M).
     #[arg(long, default_value_t = 16)]
     connectivity: usize,
     /// Candidates taken from the graph and re-ranked by exact cosine on the full-precision
-    /// vectors, as SearchImage does (0: report the graph's own order).
-    #[arg(long, default_value_t = 40)]
-    rerank: usize,
+    /// vectors, as SearchImage does (0: report the graph's own order); a list as for
+    /// --ef-search.
+    #[arg(long, value_delimiter = ',', default_value = "40")]
+    rerank: Vec<usize>,
 }
 
 pub fn run(b: IndexBench) -> anyhow::Result<ExitCode> {
@@ -71,7 +73,7 @@ pub fn run(b: IndexBench) -> anyhow::Result<ExitCode> {
     let threads = std::thread::available_parallelism().map_or(1, |t| t.get());
     let options = AnnOptions {
         connectivity: b.connectivity,
-        expansion_search: b.ef_search,
+        expansion_search: b.ef_search.first().copied().unwrap_or(64),
         threads: threads.max(2),
         ..AnnOptions::default()
     };
@@ -145,9 +147,9 @@ pub fn run(b: IndexBench) -> anyhow::Result<ExitCode> {
     let exact_ms = exact_start.elapsed().as_secs_f64() * 1000.0 * threads as f64 / nq as f64;
 
     // The searched path: graph candidates, then exact re-ranking of them.
-    let search = |q: &[f32]| -> anyhow::Result<Vec<Hit>> {
-        let hits = ann.search(q, b.rerank.max(10))?;
-        if b.rerank == 0 {
+    let search = |q: &[f32], rr: usize| -> anyhow::Result<Vec<Hit>> {
+        let hits = ann.search(q, rr.max(10))?;
+        if rr == 0 {
             return Ok(hits);
         }
         let cands = hits.iter().map(|h| {
@@ -156,43 +158,58 @@ pub fn run(b: IndexBench) -> anyhow::Result<ExitCode> {
         });
         Ok(rerank(&[q], cands, 10))
     };
-
-    // Recall and single-thread latency.
-    let mut lat = Vec::with_capacity(nq);
-    let mut found = 0usize;
-    for (q, want) in queries.chunks_exact(dim).zip(&truth) {
-        let t = Instant::now();
-        let hits = search(q)?;
-        lat.push(t.elapsed().as_secs_f64() * 1000.0);
-        found += hits
-            .iter()
-            .take(10)
-            .filter(|h| want.contains(&h.id))
-            .count();
+    let measure = |ef: usize, rr: usize| -> anyhow::Result<serde_json::Value> {
+        ann.set_expansion_search(ef);
+        // Recall and single-thread latency.
+        let mut lat = Vec::with_capacity(nq);
+        let mut found = 0usize;
+        for (q, want) in queries.chunks_exact(dim).zip(&truth) {
+            let t = Instant::now();
+            let hits = search(q, rr)?;
+            lat.push(t.elapsed().as_secs_f64() * 1000.0);
+            found += hits
+                .iter()
+                .take(10)
+                .filter(|h| want.contains(&h.id))
+                .count();
+        }
+        lat.sort_by(|a, b| a.total_cmp(b));
+        let pct = |p: f64| lat[((lat.len() - 1) as f64 * p).round() as usize];
+        // Throughput with 1 and 2 threads: every thread runs all queries.
+        let mut qps = serde_json::Map::new();
+        for t in [1usize, 2] {
+            let start = Instant::now();
+            std::thread::scope(|s| {
+                for _ in 0..t {
+                    let (search, queries) = (&search, &queries);
+                    s.spawn(move || {
+                        for q in queries.chunks_exact(dim) {
+                            let _ = search(q, rr);
+                        }
+                    });
+                }
+            });
+            qps.insert(
+                format!("qps_{t}_thread{}", if t == 1 { "" } else { "s" }),
+                json!((t * nq) as f64 / start.elapsed().as_secs_f64()),
+            );
+        }
+        Ok(json!({
+            "ef_search": ef,
+            "rerank_candidates": rr,
+            "recall_at_10": found as f64 / (nq * 10) as f64,
+            "p50_ms": pct(0.5),
+            "p99_ms": pct(0.99),
+            "throughput": qps,
+        }))
+    };
+    let mut sweep = Vec::new();
+    for &ef in &b.ef_search {
+        for &rr in &b.rerank {
+            sweep.push(measure(ef, rr)?);
+        }
     }
-    lat.sort_by(|a, b| a.total_cmp(b));
-    let pct = |p: f64| lat[((lat.len() - 1) as f64 * p).round() as usize];
-    let recall = found as f64 / (nq * 10) as f64;
-
-    // Throughput with 1 and 2 threads: every thread runs all queries.
-    let mut qps = serde_json::Map::new();
-    for t in [1usize, 2] {
-        let start = Instant::now();
-        std::thread::scope(|s| {
-            for _ in 0..t {
-                let (search, queries) = (&search, &queries);
-                s.spawn(move || {
-                    for q in queries.chunks_exact(dim) {
-                        let _ = search(q);
-                    }
-                });
-            }
-        });
-        qps.insert(
-            format!("qps_{t}_thread{}", if t == 1 { "" } else { "s" }),
-            json!((t * nq) as f64 / start.elapsed().as_secs_f64()),
-        );
-    }
+    let head = sweep.first().cloned().unwrap_or_default();
     let (graph_bytes, vector_bytes) = ann.memory_breakdown();
 
     let report = json!({
@@ -202,13 +219,14 @@ pub fn run(b: IndexBench) -> anyhow::Result<ExitCode> {
         "dim": dim,
         "source": if b.synthetic.is_some() { "synthetic-clustered" } else { "fvecs" },
         "hnsw": {"connectivity": options.connectivity, "expansion_add": options.expansion_add, "expansion_search": options.expansion_search, "quantization": "i8 (per-vector scale)"},
-        "rerank_candidates": b.rerank,
+        "rerank_candidates": head["rerank_candidates"],
         "threads": threads,
         "build_s": build_s,
-        "recall_at_10": recall,
-        "p50_ms": pct(0.5),
-        "p99_ms": pct(0.99),
-        "throughput": qps,
+        "recall_at_10": head["recall_at_10"],
+        "p50_ms": head["p50_ms"],
+        "p99_ms": head["p99_ms"],
+        "throughput": head["throughput"],
+        "sweep": sweep,
         "exact_search_ms_per_query": exact_ms,
         "load_s": load_s,
         "file_bytes_per_vector": file_bytes as f64 / n as f64,

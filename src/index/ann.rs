@@ -176,7 +176,8 @@ impl AnnIndex {
             .into());
         }
         ix.inner.change_expansion_search(options.expansion_search);
-        ix.reserve(ix.len() + ix.len() / 8 + 1024)?;
+        // Headroom for adds; kept small because capacity costs RAM per slot.
+        ix.reserve(ix.inner.size() + 1024)?;
         Ok(ix)
     }
 
@@ -247,7 +248,10 @@ impl AnnIndex {
             return Ok(());
         }
         if self.inner.size() + 1 > self.inner.capacity() {
-            self.reserve((self.inner.capacity() * 2).max(1024))?;
+            // Grow by an eighth, not double: at a million images doubling would add ~60 B
+            // per image of lookup tables; each growth copies O(n) pointers, every ~n/8 adds.
+            let cap = self.inner.capacity();
+            self.reserve(cap + cap / 8 + 1024)?;
         }
         let _slot = self.slots.acquire();
         Ok(self.inner.add(key, &quantized)?)
