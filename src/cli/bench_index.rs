@@ -36,10 +36,10 @@ pub struct IndexBench {
     num_queries: usize,
     /// HNSW search expansion (ef_search); a comma-separated list measures each on the
     /// same graph (the first is the headline figure).
-    #[arg(long, value_delimiter = ',', default_value = "64")]
+    #[arg(long, value_delimiter = ',', default_value = "192")]
     ef_search: Vec<usize>,
     /// HNSW connectivity (M).
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = 14)]
     connectivity: usize,
     /// Candidates taken from the graph and re-ranked by exact cosine on the full-precision
     /// vectors, as SearchImage does (0: report the graph's own order); a list as for
@@ -73,7 +73,7 @@ pub fn run(b: IndexBench) -> anyhow::Result<ExitCode> {
     let threads = std::thread::available_parallelism().map_or(1, |t| t.get());
     let options = AnnOptions {
         connectivity: b.connectivity,
-        expansion_search: b.ef_search.first().copied().unwrap_or(64),
+        expansion_search: b.ef_search.first().copied().unwrap_or(192),
         threads: threads.max(2),
         ..AnnOptions::default()
     };

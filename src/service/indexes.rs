@@ -258,8 +258,7 @@ impl DbIndex {
                     return Ok(());
                 }
                 let ann = AnnIndex::new(exact.dim(), settings.ann).map_err(internal)?;
-                ann.reserve(exact.len() + 1024)
-                    .map_err(internal)?;
+                ann.reserve(exact.len() + 1024).map_err(internal)?;
                 let items: Vec<(DataId, &[f32])> = exact.iter().collect();
                 add_parallel(&ann, &items)?;
                 ann
@@ -525,8 +524,7 @@ fn build_from_store(
     settings: &IndexSettings,
 ) -> Result<AnnIndex, ServiceError> {
     let ann = AnnIndex::new(FEATURE_DIM, settings.ann).map_err(internal)?;
-    ann.reserve(expected + 1024)
-        .map_err(internal)?;
+    ann.reserve(expected + 1024).map_err(internal)?;
     let mut batch_ids = Vec::with_capacity(4096);
     let mut batch_vecs: Vec<f32> = Vec::with_capacity(4096 * FEATURE_DIM);
     let mut failed = None;
