@@ -170,12 +170,7 @@ impl DbIndex {
         };
         let (ids, total) = candidates;
         let set = store.get_embeddings(self.db(), &ids)?;
-        let pairs = set
-            .ids
-            .iter()
-            .enumerate()
-            .filter_map(|(i, id)| set.vector(i).map(|v| (*id, v)));
-        Ok((rerank(queries, pairs, k), total))
+        Ok((rerank(queries, set.iter(), k), total))
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Searcher> {
@@ -222,7 +217,7 @@ impl DbIndex {
             .collect();
         if !missing.is_empty() {
             tracing::warn!(db = %self.name, missing = missing.len(), "index lacked stored images; adding them");
-            add_from_store(ann, store, self.db(), &missing, settings)?;
+            add_from_store(ann, store, self.db(), &missing)?;
         }
         if ann.len() != ids.len() {
             // Stale ids we cannot name (a failed remove): rebuild rather than persist them.
@@ -430,7 +425,7 @@ fn open_db(
     let ids = store.list_ids(db)?;
     let ann = match read_snapshot(&dir, info, settings) {
         Ok((ann, keys)) => {
-            let (added, removed) = reconcile(&ann, &keys, &ids, store, db, settings)?;
+            let (added, removed) = reconcile(&ann, &keys, &ids, store, db)?;
             tracing::info!(db = %info.name, images = ids.len(), added, removed, secs = started.elapsed().as_secs_f64(), "ANN index loaded from its snapshot");
             let ix = DbIndex::new(info, settings, Searcher::Ann(ann));
             ix.changes
@@ -457,7 +452,6 @@ fn reconcile(
     ids: &[DataId],
     store: &dyn ImageStore,
     db: DbRef<'_>,
-    settings: &IndexSettings,
 ) -> Result<(usize, usize), ServiceError> {
     let (mut added, mut gone) = (Vec::new(), Vec::new());
     let (mut i, mut j) = (0, 0);
@@ -487,7 +481,7 @@ fn reconcile(
     added.extend(ids.iter().copied().filter(|id| !ann.contains(*id)));
     added.sort_unstable();
     added.dedup();
-    add_from_store(ann, store, db, &added, settings)?;
+    add_from_store(ann, store, db, &added)?;
     Ok((added.len(), gone.len()))
 }
 
@@ -497,19 +491,12 @@ fn add_from_store(
     store: &dyn ImageStore,
     db: DbRef<'_>,
     ids: &[DataId],
-    settings: &IndexSettings,
 ) -> Result<(), ServiceError> {
-    let _ = settings;
     ann.reserve(ann.len() + ids.len() + 1024)
         .map_err(internal)?;
     for chunk in ids.chunks(1024) {
         let set: EmbeddingSet = store.get_embeddings(db, chunk)?;
-        let items: Vec<(DataId, &[f32])> = set
-            .ids
-            .iter()
-            .enumerate()
-            .filter_map(|(i, id)| set.vector(i).map(|v| (*id, v)))
-            .collect();
+        let items: Vec<(DataId, &[f32])> = set.iter().collect();
         add_parallel(ann, &items)?;
     }
     Ok(())

@@ -179,6 +179,14 @@ impl EmbeddingSet {
         self.ids.is_empty()
     }
 
+    /// Every (id, vector) pair, in order.
+    pub fn iter(&self) -> impl Iterator<Item = (DataId, &[f32])> {
+        self.ids
+            .iter()
+            .copied()
+            .zip(self.vectors.chunks_exact(self.dim.max(1)))
+    }
+
     /// The vector of `ids[i]`; `None` when `i` is out of range.
     pub fn vector(&self, i: usize) -> Option<&[f32]> {
         let start = i.checked_mul(self.dim)?;
