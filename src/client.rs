@@ -1,20 +1,18 @@
 //! A client of the imgsearch API: signs each call exactly as the official SDKs do (V3
 //! `ACS3-HMAC-SHA256` by default, or V1 `HMAC-SHA1`), with the same functions the server
-//! verifies with (`api::auth`), and sends it over HTTP/1.1 (hyper; HTTPS via rustls with
-//! the webpki roots). One connection per call: calls are few and heavy (an image each).
+//! verifies with (`api::auth`), and sends it over HTTP/1.1 (`crate::http_client`, shared with
+//! the image fetcher; HTTPS via rustls with the webpki roots). One connection per call: calls are few and heavy (an image each).
 //!
 //! Used by the `db`, `add`, `search` and `import` subcommands and by the end-to-end tests.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use axum::body::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Bytes;
 use hyper::Request;
-use hyper_util::rt::TokioIo;
 use serde_json::Value;
 use tokio::net::TcpStream;
 use tokio_rustls::rustls::pki_types::ServerName;
-use tokio_rustls::rustls::{self, ClientConfig, RootCertStore};
 use tokio_rustls::TlsConnector;
 
 use crate::api::auth::{
@@ -22,6 +20,7 @@ use crate::api::auth::{
     v3_canonical_request, v3_signature, v3_string_to_sign, SignatureStyle, API_VERSION,
 };
 use crate::api::params::{Headers, Params};
+use crate::http_client;
 
 /// Largest response accepted (a page of 1,000 records, a thumbnail: far below this).
 pub const MAX_RESPONSE_BYTES: usize = 32 * 1024 * 1024;
@@ -166,17 +165,10 @@ impl Client {
             ));
         }
         let tls = if endpoint.https {
-            let roots = RootCertStore {
-                roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-            };
-            let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-            let mut config = ClientConfig::builder_with_provider(provider)
-                .with_safe_default_protocol_versions()
-                .map_err(|e| ClientError::Config(format!("TLS: {e}")))?
-                .with_root_certificates(roots)
-                .with_no_client_auth();
-            config.alpn_protocols = vec![b"http/1.1".to_vec()];
-            Some(TlsConnector::from(std::sync::Arc::new(config)))
+            Some(
+                http_client::tls_connector(http_client::webpki_roots())
+                    .map_err(|e| ClientError::Config(format!("TLS: {e}")))?,
+            )
         } else {
             None
         };
@@ -387,22 +379,20 @@ impl Client {
     }
 }
 
+/// One exchange over an established stream: status and the whole body (capped).
 async fn exchange<S>(stream: S, req: Request<Full<Bytes>>) -> Result<(u16, Bytes), String>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+    let (resp, _conn) = http_client::exchange(stream, req)
         .await
         .map_err(|e| e.to_string())?;
-    let conn = tokio::spawn(conn);
-    let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
     let status = resp.status().as_u16();
     let body = Limited::new(resp.into_body(), MAX_RESPONSE_BYTES)
         .collect()
         .await
         .map_err(|e| format!("reading the answer: {e}"))?
         .to_bytes();
-    conn.abort();
     Ok((status, body))
 }
 

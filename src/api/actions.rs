@@ -10,16 +10,13 @@ use serde_json::{json, Value};
 
 use super::error::ApiError;
 use super::params::Params;
-use crate::service::images::{
-    AddImage, ImageService, ImageSource, ListImages, SearchImage, ServiceError,
+use crate::rules::{
+    check_extra_data, is_valid_db_name, is_valid_entity_id, DB_NAME_RULE, ENTITY_ID_RULE,
+    LIST_DEFAULT_LIMIT, LIST_MAX_LIMIT, SEARCH_MAX_LIMIT,
 };
-use crate::store::{is_valid_db_name, DataId, Order};
-
-pub const LIST_DEFAULT_LIMIT: u32 = 20;
-pub const LIST_MAX_LIMIT: u32 = 1000;
-pub const SEARCH_MAX_LIMIT: usize = 1000;
-pub const EXTRA_DATA_MAX_CHARS: usize = 512;
-pub const ENTITY_ID_MAX_LEN: usize = 64;
+use crate::service::images::{AddImage, ImageService, ImageSource, ListImages, SearchImage};
+use crate::service::ServiceError;
+use crate::store::{DataId, Order};
 
 /// Runs `action` for `tenant`; returns the `Data` member (or `None` for actions whose
 /// response is only a RequestId).
@@ -175,29 +172,24 @@ fn required(name: &str, rule: &str) -> ApiError {
 }
 
 fn db_name(params: &Params, name: &str) -> Result<String, ApiError> {
-    const RULE: &str = "2 to 64 characters, lower-case letters, digits and _";
     let v = params
         .get_non_empty(name)
-        .ok_or_else(|| required(name, RULE))?;
+        .ok_or_else(|| required(name, DB_NAME_RULE))?;
     if !is_valid_db_name(v) {
         return Err(ApiError::InvalidParameter(format!(
-            "{name} \"{v}\" is invalid: use {RULE}"
+            "{name} \"{v}\" is invalid: use {DB_NAME_RULE}"
         )));
     }
     Ok(v.to_string())
 }
 
 fn entity_id(params: &Params) -> Result<String, ApiError> {
-    const RULE: &str = "1 to 64 characters, lower-case letters, digits and _";
     let v = params
         .get_non_empty("EntityId")
-        .ok_or_else(|| required("EntityId", RULE))?;
-    let ok = v.len() <= ENTITY_ID_MAX_LEN
-        && v.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
-    if !ok {
+        .ok_or_else(|| required("EntityId", ENTITY_ID_RULE))?;
+    if !is_valid_entity_id(v) {
         return Err(ApiError::InvalidParameter(format!(
-            "EntityId \"{v}\" is invalid: use {RULE}"
+            "EntityId \"{v}\" is invalid: use {ENTITY_ID_RULE}"
         )));
     }
     Ok(v.to_string())
@@ -205,17 +197,7 @@ fn entity_id(params: &Params) -> Result<String, ApiError> {
 
 fn extra_data(params: &Params) -> Result<String, ApiError> {
     let v = params.get("ExtraData").unwrap_or("");
-    let chars = v.chars().count();
-    if chars > EXTRA_DATA_MAX_CHARS {
-        return Err(ApiError::InvalidParameter(format!(
-            "ExtraData is {chars} characters long; at most {EXTRA_DATA_MAX_CHARS} are allowed"
-        )));
-    }
-    if v.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
-        return Err(ApiError::InvalidParameter(
-            "ExtraData contains control characters; use printable text".into(),
-        ));
-    }
+    check_extra_data(v).map_err(|e| ApiError::InvalidParameter(e.to_string()))?;
     Ok(v.to_string())
 }
 

@@ -7,6 +7,8 @@
 
 use thiserror::Error;
 
+use crate::fetch::{FetchError, FetchErrorKind};
+
 /// Every error a client can receive. `code()` is the exact string the SDKs match on.
 ///
 /// The messages mimic the public service's wording loosely; clients key on `Code`, people
@@ -169,15 +171,16 @@ impl ApiError {
         }
     }
 
-    /// The API error for a failed ImageUrl download (codes from `FetchError::code`).
-    pub fn from_fetch(e: &crate::vision::fetch::FetchError) -> Self {
+    /// The API error for a failed ImageUrl download: the one place fetch failures get
+    /// their wire codes.
+    pub fn from_fetch(e: &FetchError) -> Self {
         let msg = e.to_string();
-        match e.code() {
-            "InvalidParameter" => Self::InvalidParameter(msg),
-            "InvalidParameter.ImageUrlForbidden" => Self::ImageUrlForbidden(msg),
-            "InvalidImage.Size" => Self::InvalidImageSize(msg),
-            "InvalidImage.Download" => Self::InvalidImageDownload(msg),
-            _ => Self::Internal(msg),
+        match e.kind() {
+            FetchErrorKind::InvalidUrl => Self::InvalidParameter(msg),
+            FetchErrorKind::Forbidden => Self::ImageUrlForbidden(msg),
+            FetchErrorKind::TooLarge => Self::InvalidImageSize(msg),
+            FetchErrorKind::Download => Self::InvalidImageDownload(msg),
+            FetchErrorKind::Config => Self::Internal(msg),
         }
     }
 
@@ -299,5 +302,46 @@ mod tests {
     fn missing_parameter_message_names_it() {
         let msg = ApiError::MissingParameter("SignatureNonce".into()).message();
         assert!(msg.contains("\"SignatureNonce\""), "{msg}");
+    }
+
+    #[test]
+    fn fetch_failures_get_their_codes() {
+        use std::net::{IpAddr, Ipv4Addr};
+        use std::time::Duration;
+
+        use crate::fetch::AddrClass;
+        let rows: Vec<(FetchError, &str)> = vec![
+            (FetchError::InvalidUrl("x".into()), "InvalidParameter"),
+            (FetchError::NonAscii { ch: '图', at: 0 }, "InvalidParameter"),
+            (FetchError::Credentials, "InvalidParameter"),
+            (
+                FetchError::ForbiddenAddress {
+                    host: "h".into(),
+                    addr: IpAddr::V4(Ipv4Addr::LOCALHOST),
+                    class: AddrClass::Loopback,
+                },
+                "InvalidParameter.ImageUrlForbidden",
+            ),
+            (FetchError::TooLarge { limit: 1 }, "InvalidImage.Size"),
+            (
+                FetchError::Timeout {
+                    what: "x",
+                    after: Duration::from_secs(1),
+                },
+                "InvalidImage.Download",
+            ),
+            (FetchError::Status(404), "InvalidImage.Download"),
+            (
+                FetchError::TooManyRedirects { max: 3 },
+                "InvalidImage.Download",
+            ),
+            (FetchError::Http("x".into()), "InvalidImage.Download"),
+            (FetchError::Config("x".into()), "InternalError"),
+        ];
+        for (err, code) in rows {
+            let api = ApiError::from_fetch(&err);
+            assert_eq!(api.code(), code, "{err:?}");
+            assert_eq!(api.message(), err.to_string());
+        }
     }
 }

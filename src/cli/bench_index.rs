@@ -12,10 +12,10 @@ use std::time::Instant;
 use anyhow::{bail, Context};
 use serde_json::json;
 
+use crate::embedding::l2_normalize;
 use crate::index::ann::{AnnIndex, AnnOptions};
 use crate::index::{rerank, Hit};
 use crate::store::DataId;
-use crate::vision::model::l2_normalize;
 
 #[derive(Debug, clap::Args)]
 pub struct IndexBench {
@@ -252,7 +252,7 @@ fn rerank_top<'a>(q: &[f32], all: impl Iterator<Item = (DataId, &'a [f32])>, k: 
     let mut best: Vec<Hit> = Vec::with_capacity(4 * k);
     let mut floor = f32::NEG_INFINITY;
     for (i, v) in all {
-        let c = crate::index::dot(q, v);
+        let c = crate::embedding::dot(q, v);
         if c > floor || best.len() < k {
             best.push(Hit { id: i, cosine: c });
             if best.len() >= 4 * k {

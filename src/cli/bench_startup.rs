@@ -15,9 +15,10 @@ use anyhow::Context;
 use serde_json::json;
 
 use super::bench_index::{clustered, resident_bytes};
-use crate::service::indexes::{DbIndexes, IndexSettings};
+use crate::embedding::EMBEDDING_DIM;
+use crate::service::registry::DbIndexes;
+use crate::service::IndexSettings;
 use crate::store::{DbRef, ImageStore, NewImage, SqliteStore};
-use crate::vision::onnx::FEATURE_DIM;
 
 #[derive(Debug, clap::Args)]
 pub struct StartupBench {
@@ -48,9 +49,9 @@ fn fill(store: &SqliteStore, db: DbRef<'_>, from: usize, count: usize) -> anyhow
     let mut done = 0;
     while done < count {
         let n = (count - done).min(1000);
-        let vectors = clustered(n, FEATURE_DIM, (from + done) as u64 + 1);
+        let vectors = clustered(n, EMBEDDING_DIM, (from + done) as u64 + 1);
         let batch: Vec<NewImage<'_>> = vectors
-            .chunks_exact(FEATURE_DIM)
+            .chunks_exact(EMBEDDING_DIM)
             .map(|v| NewImage {
                 entity_id: entity,
                 extra_data: "",
@@ -92,7 +93,7 @@ fn measure(b: &StartupBench, dir: &std::path::Path) -> anyhow::Result<serde_json
     let (first_s, _, ix) = open("first start")?;
     drop(ix);
     let (clean_s, rss, ix) = open("clean restart")?;
-    let query = clustered(1, FEATURE_DIM, 1);
+    let query = clustered(1, EMBEDDING_DIM, 1);
     let t = Instant::now();
     let dbix = ix.get("bench", "startup").context("database missing")?;
     let hits = dbix

@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use super::profile::ConnectionArgs;
 use crate::client::Client;
-use crate::service::images::{ADD_IMAGE_MAX_BYTES, SEARCH_IMAGE_MAX_BYTES};
+use crate::rules::{ADD_IMAGE_MAX_BYTES, SEARCH_IMAGE_MAX_BYTES};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum DbCommand {

@@ -29,9 +29,10 @@ use serde_json::Value;
 
 use super::client::read_image_base64;
 use super::profile::ConnectionArgs;
-use crate::api::actions::{ENTITY_ID_MAX_LEN, EXTRA_DATA_MAX_CHARS};
 use crate::client::{Client, ClientError};
-use crate::service::images::ADD_IMAGE_MAX_BYTES;
+use crate::rules::{
+    check_extra_data, is_valid_entity_id, ADD_IMAGE_MAX_BYTES, ENTITY_ID_MAX_LEN, ENTITY_ID_RULE,
+};
 
 #[derive(Debug, clap::Args)]
 pub struct ImportArgs {
@@ -179,14 +180,6 @@ pub fn sanitize_entity_id(raw: &str) -> String {
         id.push_str("image");
     }
     id
-}
-
-fn is_valid_entity_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= ENTITY_ID_MAX_LEN
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
 }
 
 /// Parses a CSV manifest (RFC 4180: quoted fields may hold commas, quotes doubled, line
@@ -427,15 +420,11 @@ async fn import(client: Client, items: Vec<Item>, args: &ImportArgs) -> anyhow::
 async fn add_one(client: &Client, db: &str, item: Item, retries: u32) -> Result<(), String> {
     if !is_valid_entity_id(&item.entity_id) {
         return Err(format!(
-            "entity id \"{}\" is invalid: use 1 to 64 lower-case letters, digits and _",
+            "entity id \"{}\" is invalid: use {ENTITY_ID_RULE}",
             item.entity_id
         ));
     }
-    if item.extra_data.chars().count() > EXTRA_DATA_MAX_CHARS {
-        return Err(format!(
-            "extra data is longer than {EXTRA_DATA_MAX_CHARS} characters"
-        ));
-    }
+    check_extra_data(&item.extra_data).map_err(|e| e.to_string())?;
     let path = item.path.clone();
     let content = tokio::task::spawn_blocking(move || {
         read_image_base64(&path, ADD_IMAGE_MAX_BYTES, "AddImage").map_err(|e| format!("{e:#}"))

@@ -28,7 +28,8 @@ use serde_json::json;
 
 use self::edits::{apply, jpeg_round_trip, to_image, Edit, Rng};
 use crate::config::ModelConfig;
-use crate::index::{dot, ExactIndex};
+use crate::embedding::dot;
+use crate::index::ExactIndex;
 use crate::store::DataId;
 use crate::vision::borders;
 use crate::vision::decode::{self, DecodeLimits, RgbImage};
@@ -342,7 +343,7 @@ pub fn run(config: &ModelConfig, b: QualityBench) -> anyhow::Result<ExitCode> {
             }
             // Sanity: pooling the map ourselves gives the network's own `features`.
             let mut plain = out_s.features_of(0).to_vec();
-            crate::vision::model::l2_normalize(&mut plain);
+            crate::embedding::l2_normalize(&mut plain);
             worst_plain = worst_plain.min(dot(&plain, &descs["mean224"]));
             let item = Item {
                 descs,
@@ -588,7 +589,7 @@ fn search_p50(size: usize, db: &[Item]) -> anyhow::Result<f64> {
             .iter()
             .map(|x| x + (rng.below(1000) as f32 / 1000.0 - 0.5) * 0.01)
             .collect();
-        crate::vision::model::l2_normalize(&mut v);
+        crate::embedding::l2_normalize(&mut v);
         let id = DataId::from_u64(k as u64 + 1).context("data id")?;
         index.add(id, &v)?;
     }
@@ -615,12 +616,12 @@ fn service_latency(
     queried: &[usize],
     db: &[Item],
 ) -> anyhow::Result<serde_json::Value> {
+    use crate::fetch::{FetchConfig, ImageFetcher};
     use crate::service::images::{ImageService, ImageSource, SearchImage};
-    use crate::service::indexes::IndexSettings;
     use crate::service::list_token::ListTokenKey;
+    use crate::service::IndexSettings;
     use crate::store::{DbRef, ImageStore, NewImage, SqliteStore};
     use crate::vision::embedder::EmbeddingBatcher;
-    use crate::vision::fetch::{FetchConfig, ImageFetcher};
     use std::sync::Arc;
 
     let dir = std::env::temp_dir().join(format!("imgsearch-bench-quality-{}", std::process::id()));
@@ -647,7 +648,7 @@ fn service_latency(
                             }
                         })
                         .collect();
-                    crate::vision::model::l2_normalize(&mut v);
+                    crate::embedding::l2_normalize(&mut v);
                     v
                 })
                 .collect();

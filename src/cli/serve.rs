@@ -11,12 +11,12 @@ use anyhow::Context;
 use crate::api::keys::{load_keys_from_env, KeySource};
 use crate::api::server::{metrics_router, router, serve, AppState};
 use crate::config::ModelConfig;
+use crate::fetch::{FetchConfig, ImageFetcher};
 use crate::service::images::ImageService;
-use crate::service::indexes::IndexSettings;
 use crate::service::list_token::ListTokenKey;
+use crate::service::IndexSettings;
 use crate::store::{ImageStore, SqliteStore, StoreOptions};
 use crate::vision::embedder::EmbeddingBatcher;
-use crate::vision::fetch::{FetchConfig, ImageFetcher};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct ServeConfig {

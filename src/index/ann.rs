@@ -4,7 +4,7 @@
 //! Cosine metric, so `cosine ≈ 1 − distance`. Vectors are held quantized to i8 (1 byte per
 //! dimension) plus the graph; full-precision vectors stay in the store, and callers re-rank
 //! the candidates with them (`index::rerank`) for exact order and scores. Persisted with
-//! `save`/`load`. Keeping it in step with the store is the service's job (`service::indexes`).
+//! `save`/`load`. Keeping it in step with the store is the service's job (`service::db_index`).
 //!
 //! Exact duplicates (the same picture uploaded again: identical quantized vectors) share one
 //! graph node and are listed beside it. Inserted as nodes of their own, HNSW's neighbour
@@ -417,7 +417,7 @@ mod tests {
             })
             .collect();
         for row in v.chunks_exact_mut(dim) {
-            crate::vision::model::l2_normalize(row);
+            crate::embedding::l2_normalize(row);
         }
         v
     }
@@ -469,7 +469,7 @@ mod tests {
         assert_eq!(q.iter().map(|x| x.unsigned_abs()).max(), Some(127));
         let qf: Vec<f32> = q.iter().map(|&x| x as f32).collect();
         let norm = qf.iter().map(|x| x * x).sum::<f32>().sqrt();
-        let cos = crate::index::dot(&v, &qf) / norm;
+        let cos = crate::embedding::dot(&v, &qf) / norm;
         assert!(cos > 0.999, "cosine to the original {cos}");
         assert_eq!(quantize(&[0.0, 0.0]), vec![0, 0]);
         assert_eq!(quantize(&[f32::NAN, 1.0]), vec![0, 127]);

@@ -1,16 +1,19 @@
-//! Vector search over one database's embeddings, and the map from cosine to API score.
+//! Vector search over one database's embeddings: exact here, HNSW in `ann`, the on-disk
+//! snapshot of an HNSW index in `snapshot`.
 //!
 //! `ExactIndex` keeps every vector of a database in one contiguous `Vec<f32>` and scans it
 //! per query: no allocation or copy per vector, only a top-k heap per query. It is exact
-//! and fast enough for tens of thousands of images; an ANN index for millions comes later
-//! behind the same calls. The store stays the source of truth: the index is rebuilt from
-//! it at start-up and kept in step by the service on every add and delete.
+//! and fast enough for tens of thousands of images; `ann` serves larger databases. The
+//! store stays the source of truth: the index is rebuilt from it at start-up and kept in
+//! step by the service on every add and delete.
 
 pub mod ann;
+pub mod snapshot;
 
 use std::cmp::Ordering;
 use std::collections::{BinaryHeap, HashMap};
 
+use crate::embedding::dot;
 use crate::store::DataId;
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -24,18 +27,6 @@ pub enum IndexError {
 pub struct Hit {
     pub id: DataId,
     pub cosine: f32,
-}
-
-/// The API's `Score`: cosine mapped linearly onto 0–10 (`10 · max(cosine, 0)`), so the
-/// same image (cosine 1) scores 10. Embeddings are L2-normalised averages of ReLU6
-/// activations, hence non-negative and cosine ∈ [0, 1] in practice; the clamp only guards
-/// rounding. Cosines within 1e-5 of 1 (float noise on identical images) give exactly 10.
-pub fn score(cosine: f32) -> f32 {
-    if cosine >= 1.0 - 1e-5 {
-        10.0
-    } else {
-        (cosine.max(0.0) * 10.0).min(10.0)
-    }
 }
 
 /// Brute-force cosine search over L2-normalised vectors (dot product = cosine).
@@ -256,24 +247,6 @@ impl Ord for Weakest {
     }
 }
 
-/// Dot product with eight independent accumulators so the compiler vectorises it.
-pub fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 8];
-    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = ca
-        .remainder()
-        .iter()
-        .zip(cb.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    for (x, y) in ca.zip(cb) {
-        for i in 0..8 {
-            acc[i] += x[i] * y[i];
-        }
-    }
-    acc.iter().sum::<f32>() + tail
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -313,7 +286,7 @@ mod tests {
         for n in [1u64, 3, 4] {
             let hits = ix.search(&unit(&[n as f32, 1.0]), 1).unwrap();
             assert_eq!(hits[0].id, id(n));
-            assert_eq!(score(hits[0].cosine), 10.0);
+            assert_eq!(crate::rules::score(hits[0].cosine), 10.0);
         }
         assert!(!ix.contains(id(2)));
     }
@@ -375,14 +348,5 @@ mod tests {
         let mut ix = ExactIndex::new(4);
         assert!(ix.add(id(1), &[1.0; 3]).is_err());
         assert!(ix.search(&[1.0; 5], 1).is_err());
-    }
-
-    #[test]
-    fn score_is_monotonic_and_bounded() {
-        assert_eq!(score(1.0), 10.0);
-        assert_eq!(score(0.999_999), 10.0);
-        assert_eq!(score(-0.3), 0.0);
-        assert!(score(0.5) < score(0.6));
-        assert!((score(0.5) - 5.0).abs() < 1e-6);
     }
 }

@@ -2,8 +2,9 @@
 //! databases; add, list, search and delete images — with no HTTP types in sight.
 //!
 //! It ties together the store (source of truth, durable), the search indexes (exact or
-//! ANN per database, kept in step with the store by `service::indexes`), the image
-//! fetcher and the batching embedder. Parameters arrive already checked against the API's
+//! ANN per database, kept in step with the store by `service::db_index` and
+//! `service::registry`), the image fetcher, image preparation (`service::prepare`) and the
+//! batching embedder. Parameters arrive already checked against the API's
 //! rules by the API layer; errors leave as `ServiceError` values that the edge maps to
 //! codes once.
 //!
@@ -18,83 +19,18 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::index::{score, Hit};
-use crate::service::indexes::{DbIndex, DbIndexes, IndexSettings};
-use crate::service::list_token::{ListScope, ListTokenKey};
+use super::db_index::{DbIndex, IndexSettings};
+use super::error::ServiceError;
+use super::list_token::{ListScope, ListTokenKey};
+use super::prepare::prepare;
+use super::registry::DbIndexes;
+use crate::fetch::ImageFetcher;
+use crate::index::Hit;
+use crate::rules::{score, ADD_IMAGE_MAX_BYTES, OFFSET_PAGING_LIMIT, SEARCH_IMAGE_MAX_BYTES};
 use crate::store::{
     DataId, DbInfo, DbRef, ImageRecord, ImageStore, ListQuery, NewImage, Order, StoreError,
 };
-use crate::vision::borders;
-use crate::vision::decode::{self, DecodeError, DecodeLimits};
-use crate::vision::embedder::{EmbedError, EmbeddingBatcher};
-use crate::vision::fetch::{FetchError, ImageFetcher};
-use crate::vision::preprocess::{fit_within, resize, write_input_tensor, INPUT_LEN};
-
-/// Size caps of the API: AddImage 2 MB, SearchImage 3 MB.
-pub const ADD_IMAGE_MAX_BYTES: usize = 2 * 1024 * 1024;
-pub const SEARCH_IMAGE_MAX_BYTES: usize = 3 * 1024 * 1024;
-/// Each side must be strictly inside (128, 1024) pixels.
-pub const MIN_SIDE_EXCLUSIVE: u32 = 128;
-pub const MAX_SIDE_EXCLUSIVE: u32 = 1024;
-/// Longest side of the stored thumbnail.
-pub const THUMBNAIL_SIDE: u32 = 256;
-/// Offset+Limit paging reaches only this many records; beyond, a Token is needed.
-pub const OFFSET_PAGING_LIMIT: u64 = 2000;
-
-#[derive(Debug, thiserror::Error)]
-pub enum ServiceError {
-    #[error("{0}")]
-    InvalidParameter(String),
-    #[error("image database \"{0}\" does not exist; create it with CreateImageDb first")]
-    DbNotFound(String),
-    #[error("image database \"{0}\" already exists")]
-    DbExists(String),
-    #[error("{0}")]
-    ImageFetch(#[from] FetchError),
-    #[error("{0}")]
-    ImageFormat(String),
-    #[error("{0}")]
-    ImageResolution(String),
-    #[error("{0}")]
-    ImageSize(String),
-    #[error("the server is busy: {0}")]
-    Busy(String),
-    #[error("the feature extractor failed: {0}")]
-    Algo(String),
-    #[error("internal error: {0}")]
-    Internal(String),
-}
-
-impl From<StoreError> for ServiceError {
-    fn from(e: StoreError) -> Self {
-        match e {
-            StoreError::DbExists(name) => ServiceError::DbExists(name),
-            StoreError::DbNotFound(name) => ServiceError::DbNotFound(name),
-            StoreError::DbFull { .. }
-            | StoreError::Invalid(_)
-            | StoreError::DimensionMismatch { .. } => ServiceError::InvalidParameter(e.to_string()),
-            other => ServiceError::Internal(other.to_string()),
-        }
-    }
-}
-
-impl From<EmbedError> for ServiceError {
-    fn from(e: EmbedError) -> Self {
-        match e {
-            EmbedError::QueueFull { .. } => ServiceError::Busy(e.to_string()),
-            other => ServiceError::Algo(other.to_string()),
-        }
-    }
-}
-
-impl From<DecodeError> for ServiceError {
-    fn from(e: DecodeError) -> Self {
-        match e {
-            DecodeError::TooLarge { .. } => ServiceError::ImageResolution(e.to_string()),
-            other => ServiceError::ImageFormat(other.to_string()),
-        }
-    }
-}
+use crate::vision::embedder::EmbeddingBatcher;
 
 /// Where an image comes from: a URL to fetch, or bytes uploaded with the request.
 #[derive(Debug, Clone)]
@@ -492,66 +428,6 @@ fn select_matches(hits: &[Hit], records: Vec<ImageRecord>, req: MatchFilter) -> 
         .collect()
 }
 
-struct Prepared {
-    /// The network input of the image without its uniform margins.
-    tensor: Vec<f32>,
-    /// For queries whose margins were trimmed: the input of the whole image as well.
-    untrimmed: Option<Vec<f32>>,
-    thumbnail: Option<Vec<u8>>,
-}
-
-/// Checks the API's image rules on the bytes, decodes them and makes the network input
-/// (and, for stored images, a JPEG thumbnail of the whole image; for queries, the
-/// untrimmed input too when margins were trimmed). Runs on a blocking thread.
-fn prepare(bytes: &[u8], stored: bool) -> Result<Prepared, ServiceError> {
-    let with_thumbnail = stored;
-    let (_, width, height) = decode::probe(bytes)?;
-    let ok = |side: u32| side > MIN_SIDE_EXCLUSIVE && side < MAX_SIDE_EXCLUSIVE;
-    if !ok(width) || !ok(height) {
-        return Err(ServiceError::ImageResolution(format!(
-            "the image is {width}×{height} px; each side must be greater than {MIN_SIDE_EXCLUSIVE} \
-             and less than {MAX_SIDE_EXCLUSIVE} px"
-        )));
-    }
-    let image = decode::decode(bytes, &DecodeLimits::default())?;
-    let trimmed = borders::trim(&image);
-    let mut tensor = vec![0f32; INPUT_LEN];
-    write_input_tensor(trimmed.as_ref().unwrap_or(&image), &mut tensor);
-    let untrimmed = match trimmed {
-        Some(_) if !stored => {
-            let mut t = vec![0f32; INPUT_LEN];
-            write_input_tensor(&image, &mut t);
-            Some(t)
-        }
-        _ => None,
-    };
-    let thumbnail = if with_thumbnail {
-        let (w, h) = fit_within(image.width, image.height, THUMBNAIL_SIDE, THUMBNAIL_SIDE);
-        let small = resize(&image, w, h).map_err(|e| ServiceError::Internal(e.to_string()))?;
-        Some(encode_jpeg(&small)?)
-    } else {
-        None
-    };
-    Ok(Prepared {
-        tensor,
-        untrimmed,
-        thumbnail,
-    })
-}
-
-fn encode_jpeg(img: &decode::RgbImage) -> Result<Vec<u8>, ServiceError> {
-    let mut out = Vec::new();
-    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 80)
-        .encode(
-            &img.pixels,
-            img.width,
-            img.height,
-            image::ExtendedColorType::Rgb8,
-        )
-        .map_err(|e| ServiceError::Internal(format!("thumbnail encoding failed: {e}")))?;
-    Ok(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -657,40 +533,5 @@ mod tests {
         let hits = [hit(1, 0.9), hit(2, 0.8)];
         let m = select_matches(&hits, vec![record(2, "b")], request(10, None, false));
         assert_eq!(ids(&m), vec![2]);
-    }
-
-    /// PNG bytes of a `w`×`h` white canvas with a textured block at (x, y, bw, bh).
-    fn png_with_margins(w: u32, h: u32, (x, y, bw, bh): (u32, u32, u32, u32)) -> Vec<u8> {
-        let img = image::RgbImage::from_fn(w, h, |px, py| {
-            if (x..x + bw).contains(&px) && (y..y + bh).contains(&py) {
-                image::Rgb([(px * 7 % 200) as u8, (py * 13 % 200) as u8, 90])
-            } else {
-                image::Rgb([255, 255, 255])
-            }
-        });
-        let mut out = std::io::Cursor::new(Vec::new());
-        img.write_to(&mut out, image::ImageFormat::Png).unwrap();
-        out.into_inner()
-    }
-
-    #[test]
-    fn prepare_trims_margins_and_keeps_the_whole_query_too() {
-        let bytes = png_with_margins(400, 300, (100, 60, 160, 150));
-        let query = prepare(&bytes, false).unwrap();
-        let stored = prepare(&bytes, true).unwrap();
-        assert_eq!(query.tensor, stored.tensor, "same trimmed input both ways");
-        assert!(stored.untrimmed.is_none() && stored.thumbnail.is_some());
-        let whole = query.untrimmed.expect("untrimmed query input");
-        assert_ne!(whole, query.tensor);
-        // Without margins there is one input, the whole image.
-        let full = png_with_margins(300, 200, (0, 0, 300, 200));
-        let p = prepare(&full, false).unwrap();
-        assert!(p.untrimmed.is_none());
-        let mut want = vec![0f32; INPUT_LEN];
-        write_input_tensor(
-            &decode::decode(&full, &DecodeLimits::default()).unwrap(),
-            &mut want,
-        );
-        assert_eq!(p.tensor, want);
     }
 }

@@ -239,14 +239,7 @@ pub enum StoreError {
     Backend(String),
 }
 
-/// Whether `name` is a valid database name: lower-case ASCII letters, digits and `_`,
-/// 2 to 64 characters. The one definition of the rule; `create_db` enforces it.
-pub fn is_valid_db_name(name: &str) -> bool {
-    (2..=64).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
-}
+pub use crate::rules::is_valid_db_name;
 
 /// Persistence for image databases. Implementations are shared between threads and must make
 /// every mutating method atomic: it happens entirely or not at all, also across a crash.
@@ -377,16 +370,6 @@ mod tests {
             "above i64::MAX"
         );
         assert!(DataId::from_u64(u64::MAX).is_none());
-    }
-
-    #[test]
-    fn db_name_rule() {
-        for good in ["ab", "default", "a_1", &"x".repeat(64)] {
-            assert!(is_valid_db_name(good), "{good:?}");
-        }
-        for bad in ["a", "Default", "a-b", "a b", "é1", &"x".repeat(65), ""] {
-            assert!(!is_valid_db_name(bad), "{bad:?}");
-        }
     }
 
     #[test]

@@ -13,10 +13,10 @@
 //! service uses, and why, is measured by `imgsearch bench quality` (README, "Search
 //! quality").
 
-use super::model::l2_normalize;
+use crate::embedding::l2_normalize;
 
 /// Channels of the activation map.
-pub const CHANNELS: usize = super::onnx::FEATURE_DIM;
+pub const CHANNELS: usize = crate::embedding::EMBEDDING_DIM;
 
 /// Checks that `map` holds `CHANNELS × side × side` floats and returns the plane size.
 fn plane(map: &[f32], side: usize) -> usize {

@@ -18,9 +18,10 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};
 use tokio::sync::oneshot;
 
-use super::model::{l2_normalize, EfficientNet, ModelError};
-use super::onnx::{FEATURE_DIM, NUM_CLASSES};
+use super::model::{EfficientNet, ModelError};
+use super::onnx::NUM_CLASSES;
 use super::preprocess::INPUT_LEN;
+use crate::embedding::{l2_normalize, EMBEDDING_DIM};
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum EmbedError {
@@ -37,7 +38,7 @@ pub enum EmbedError {
 /// What the network says about one image.
 #[derive(Debug, Clone)]
 pub struct Inference {
-    /// L2-normalised pooled features, `FEATURE_DIM` floats.
+    /// L2-normalised pooled features, `EMBEDDING_DIM` floats.
     pub embedding: Vec<f32>,
     /// Raw class logits, `NUM_CLASSES` floats.
     pub logits: Vec<f32>,
@@ -248,7 +249,7 @@ fn inference_loop(
                 for (i, job) in jobs.drain(..).enumerate() {
                     let mut embedding = out.features_of(i).to_vec();
                     l2_normalize(&mut embedding);
-                    debug_assert_eq!(embedding.len(), FEATURE_DIM);
+                    debug_assert_eq!(embedding.len(), EMBEDDING_DIM);
                     let logits = out.logits_of(i).to_vec();
                     debug_assert_eq!(logits.len(), NUM_CLASSES);
                     let _ = job.reply.send(Ok(Inference { embedding, logits }));

@@ -6,14 +6,13 @@
 //! `model` runs it on ONNX Runtime and `embedder` batches concurrent callers onto it;
 //! `descriptor` pools retrieval descriptors from its activation map; `borders` trims
 //! uniform margins before embedding.
-//! `fetch` downloads the image behind an `ImageUrl` (size caps, timeouts, SSRF guard).
-//! Nothing here knows about the API's HTTP edge or storage.
+//! Nothing here knows about the API's HTTP edge, the network or storage (downloading an
+//! `ImageUrl` is `crate::fetch`'s job).
 
 pub mod borders;
 pub mod decode;
 pub mod descriptor;
 pub mod embedder;
-pub mod fetch;
 pub mod labels;
 pub mod model;
 pub mod onnx;

@@ -12,10 +12,10 @@ use ort::session::Session;
 use ort::value::TensorRef;
 
 use super::onnx::{
-    self, GraphSpec, FEATURES_NAME, FEATURE_DIM, FEATURE_MAP_NAME, INPUT_NAME, LOGITS_NAME,
-    NUM_CLASSES,
+    self, GraphSpec, FEATURES_NAME, FEATURE_MAP_NAME, INPUT_NAME, LOGITS_NAME, NUM_CLASSES,
 };
 use super::weights::{Checkpoint, WeightsError};
+use crate::embedding::EMBEDDING_DIM;
 
 /// File names inside the repo's cache, as `scripts/setup.sh` lays them out.
 pub const WEIGHTS_IN_CACHE: &str = "model/efficientnet-lite0.pth";
@@ -152,11 +152,11 @@ pub struct ModelOutput {
 
 impl ModelOutput {
     pub fn batch(&self) -> usize {
-        self.features.len() / FEATURE_DIM
+        self.features.len() / EMBEDDING_DIM
     }
 
     pub fn features_of(&self, i: usize) -> &[f32] {
-        &self.features[i * FEATURE_DIM..(i + 1) * FEATURE_DIM]
+        &self.features[i * EMBEDDING_DIM..(i + 1) * EMBEDDING_DIM]
     }
 
     pub fn logits_of(&self, i: usize) -> &[f32] {
@@ -166,7 +166,7 @@ impl ModelOutput {
     /// Image `i`'s activation map (1280 channels × side × side, channel-major); empty
     /// when the graph was built without it.
     pub fn feature_map_of(&self, i: usize) -> &[f32] {
-        let n = FEATURE_DIM * self.map_side * self.map_side;
+        let n = EMBEDDING_DIM * self.map_side * self.map_side;
         self.feature_map.get(i * n..(i + 1) * n).unwrap_or(&[])
     }
 }
@@ -266,14 +266,6 @@ pub fn build_graph_with(weights: &Path, spec: GraphSpec) -> Result<Vec<u8>, Mode
     Ok(onnx::build_efficientnet_lite0_with(&ckpt, spec)?)
 }
 
-/// L2-normalises in place; a zero vector stays zero.
-pub fn l2_normalize(v: &mut [f32]) {
-    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-    if norm > 0.0 {
-        v.iter_mut().for_each(|x| *x /= norm);
-    }
-}
-
 /// Softmax probabilities of the top `k` logits, best first: (class index, probability).
 pub fn top_k(logits: &[f32], k: usize) -> Vec<(usize, f32)> {
     let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
@@ -297,16 +289,6 @@ mod tests {
         let e = [1.0f32, 2.0f32.exp(), 1.0f32.exp()];
         let s: f32 = e.iter().sum();
         assert!((top[0].1 - e[1] / s).abs() < 1e-6);
-    }
-
-    #[test]
-    fn l2_normalize_handles_zero() {
-        let mut z = [0.0f32; 3];
-        l2_normalize(&mut z);
-        assert_eq!(z, [0.0; 3]);
-        let mut v = [3.0f32, 4.0];
-        l2_normalize(&mut v);
-        assert_eq!(v, [0.6, 0.8]);
     }
 
     #[test]

@@ -14,8 +14,8 @@ use prost::Message;
 
 use super::preprocess::INPUT_SIZE;
 use super::weights::{Checkpoint, Tensor, WeightsError};
+use crate::embedding::EMBEDDING_DIM;
 
-pub const FEATURE_DIM: usize = 1280;
 pub const NUM_CLASSES: usize = 1000;
 pub const INPUT_NAME: &str = "input";
 pub const FEATURES_NAME: &str = "features";
@@ -282,7 +282,7 @@ pub fn build_efficientnet_lite0_with(
         "_conv_head",
         "_bn1",
         channels,
-        FEATURE_DIM,
+        EMBEDDING_DIM,
         1,
         1,
         1,
@@ -298,7 +298,7 @@ pub fn build_efficientnet_lite0_with(
         FEATURES_NAME,
         vec![attr_int("axis", 1)],
     );
-    let fc_w = ckpt.get_shaped("_fc.weight", &[NUM_CLASSES, FEATURE_DIM])?;
+    let fc_w = ckpt.get_shaped("_fc.weight", &[NUM_CLASSES, EMBEDDING_DIM])?;
     let fc_b = ckpt.get_shaped("_fc.bias", &[NUM_CLASSES])?;
     let w = g.initializer("fc.weight", &fc_w.shape, &fc_w.data);
     let b = g.initializer("fc.bias", &fc_b.shape, &fc_b.data);
@@ -310,14 +310,14 @@ pub fn build_efficientnet_lite0_with(
     );
 
     let mut output = vec![
-        value_info(FEATURES_NAME, &[None, Some(FEATURE_DIM)]),
+        value_info(FEATURES_NAME, &[None, Some(EMBEDDING_DIM)]),
         value_info(LOGITS_NAME, &[None, Some(NUM_CLASSES)]),
     ];
     if spec.feature_map {
         let s = spec.map_side();
         output.push(value_info(
             FEATURE_MAP_NAME,
-            &[None, Some(FEATURE_DIM), Some(s), Some(s)],
+            &[None, Some(EMBEDDING_DIM), Some(s), Some(s)],
         ));
     }
     let graph = GraphProto {

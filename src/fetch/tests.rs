@@ -3,6 +3,11 @@
 //! classifier is tested as a pure function for every other range.
 
 use super::*;
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use super::error::human_size;
+use crate::rules::{ADD_IMAGE_MAX_BYTES, IMAGE_URL_MAX_LEN, SEARCH_IMAGE_MAX_BYTES};
+use tokio_rustls::rustls;
 
 use std::future::Future;
 use std::str::FromStr;
@@ -160,7 +165,7 @@ fn assert_loopback_refusal(err: &FetchError, addr: IpAddr) {
         } => assert_eq!(*a, addr),
         other => panic!("expected a loopback refusal of {addr}, got {other:?}"),
     }
-    assert_eq!(err.code(), "InvalidParameter.ImageUrlForbidden");
+    assert_eq!(err.kind(), FetchErrorKind::Forbidden);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -467,7 +472,7 @@ async fn a_fourth_redirect_is_an_error() {
         matches!(err, FetchError::TooManyRedirects { max: 3 }),
         "{err:?}"
     );
-    assert_eq!(err.code(), "InvalidImage.Download");
+    assert_eq!(err.kind(), FetchErrorKind::Download);
     assert_eq!(
         srv.accepted(),
         4,
@@ -564,7 +569,7 @@ async fn bad_redirects_are_download_errors() {
             .await
             .unwrap_err();
         assert!(matches!(err, FetchError::BadRedirect(_)), "{path}: {err:?}");
-        assert_eq!(err.code(), "InvalidImage.Download");
+        assert_eq!(err.kind(), FetchErrorKind::Download);
     }
 }
 
@@ -619,7 +624,7 @@ async fn a_content_length_above_the_cap_is_refused_before_reading() {
         "{err:?}"
     );
     assert!(start.elapsed() < Duration::from_secs(2));
-    assert_eq!(err.code(), "InvalidImage.Size");
+    assert_eq!(err.kind(), FetchErrorKind::TooLarge);
 }
 
 #[tokio::test]
@@ -750,7 +755,7 @@ async fn a_non_200_status_is_a_download_error() {
             FetchError::Status(c) => assert_eq!(c, code),
             other => panic!("{path}: {other:?}"),
         }
-        assert_eq!(err.code(), "InvalidImage.Download");
+        assert_eq!(err.kind(), FetchErrorKind::Download);
     }
     let msg = FetchError::Status(404).to_string();
     assert!(msg.contains("HTTP 404 Not Found"), "{msg}");
@@ -776,7 +781,7 @@ async fn a_server_that_never_answers_times_out() {
     let start = Instant::now();
     let err = quick(true).fetch(&srv.url("/"), CAP).await.unwrap_err();
     assert!(matches!(err, FetchError::Timeout { .. }), "{err:?}");
-    assert_eq!(err.code(), "InvalidImage.Download");
+    assert_eq!(err.kind(), FetchErrorKind::Download);
     assert!(start.elapsed() < Duration::from_secs(2));
     assert!(err.to_string().contains("timed out"));
 }
@@ -809,7 +814,7 @@ async fn a_refused_connection_is_a_download_error() {
         .await
         .unwrap_err();
     assert!(matches!(err, FetchError::Connect { .. }), "{err:?}");
-    assert_eq!(err.code(), "InvalidImage.Download");
+    assert_eq!(err.kind(), FetchErrorKind::Download);
 }
 
 #[tokio::test]
@@ -821,7 +826,7 @@ async fn a_truncated_body_is_a_download_error() {
     .await;
     let err = fetcher(true).fetch(&srv.url("/"), CAP).await.unwrap_err();
     assert!(matches!(err, FetchError::Http(_)), "{err:?}");
-    assert_eq!(err.code(), "InvalidImage.Download");
+    assert_eq!(err.kind(), FetchErrorKind::Download);
 }
 
 #[tokio::test]
@@ -856,7 +861,7 @@ async fn https_to_a_plain_http_server_is_a_tls_error() {
         .await
         .unwrap_err();
     assert!(matches!(err, FetchError::Tls { .. }), "{err:?}");
-    assert_eq!(err.code(), "InvalidImage.Download");
+    assert_eq!(err.kind(), FetchErrorKind::Download);
 }
 
 /// An HTTPS server with a fresh self-signed certificate for `localhost` and `127.0.0.1`;
@@ -956,7 +961,7 @@ async fn non_ascii_urls_are_refused_before_parsing() {
             FetchError::NonAscii { ch: c, .. } => assert_eq!(*c, ch, "{url}"),
             other => panic!("{url}: {other:?}"),
         }
-        assert_eq!(err.code(), "InvalidParameter");
+        assert_eq!(err.kind(), FetchErrorKind::InvalidUrl);
         let msg = err.to_string();
         assert!(
             msg.starts_with("ImageUrl must not contain non-ASCII"),
@@ -986,10 +991,10 @@ fn only_http_and_https_urls_with_a_host_are_accepted() {
     ] {
         let err = check_image_url(bad).unwrap_err();
         assert!(matches!(err, FetchError::InvalidUrl(_)), "{bad:?}: {err:?}");
-        assert_eq!(err.code(), "InvalidParameter");
+        assert_eq!(err.kind(), FetchErrorKind::InvalidUrl);
         assert!(err.to_string().starts_with("ImageUrl "), "{err}");
     }
-    let long = format!("http://127.0.0.1/{}", "a".repeat(MAX_URL_LEN));
+    let long = format!("http://127.0.0.1/{}", "a".repeat(IMAGE_URL_MAX_LEN));
     assert!(matches!(
         check_image_url(&long).unwrap_err(),
         FetchError::InvalidUrl(_)
@@ -1018,7 +1023,7 @@ fn credentials_in_the_url_are_refused() {
     ] {
         let err = check_image_url(bad).unwrap_err();
         assert!(matches!(err, FetchError::Credentials), "{bad}: {err:?}");
-        assert_eq!(err.code(), "InvalidParameter");
+        assert_eq!(err.kind(), FetchErrorKind::InvalidUrl);
     }
 }
 
@@ -1210,7 +1215,7 @@ fn bad_configurations_are_refused() {
     ] {
         let err = ImageFetcher::new(bad).unwrap_err();
         assert!(matches!(err, FetchError::Config(_)), "{err:?}");
-        assert_eq!(err.code(), "InternalError");
+        assert_eq!(err.kind(), FetchErrorKind::Config);
     }
     let d = FetchConfig::default();
     assert_eq!(d.connect_timeout, Duration::from_secs(5));
@@ -1220,59 +1225,68 @@ fn bad_configurations_are_refused() {
 }
 
 #[test]
-fn every_error_has_its_code() {
-    let rows: Vec<(FetchError, &str)> = vec![
-        (FetchError::InvalidUrl("x".into()), "InvalidParameter"),
-        (FetchError::NonAscii { ch: '图', at: 0 }, "InvalidParameter"),
-        (FetchError::Credentials, "InvalidParameter"),
+fn every_error_has_its_kind() {
+    let rows: Vec<(FetchError, FetchErrorKind)> = vec![
+        (
+            FetchError::InvalidUrl("x".into()),
+            FetchErrorKind::InvalidUrl,
+        ),
+        (
+            FetchError::NonAscii { ch: '图', at: 0 },
+            FetchErrorKind::InvalidUrl,
+        ),
+        (FetchError::Credentials, FetchErrorKind::InvalidUrl),
         (
             FetchError::ForbiddenAddress {
                 host: "h".into(),
                 addr: IpAddr::V4(Ipv4Addr::LOCALHOST),
                 class: AddrClass::Loopback,
             },
-            "InvalidParameter.ImageUrlForbidden",
+            FetchErrorKind::Forbidden,
         ),
-        (FetchError::TooLarge { limit: 1 }, "InvalidImage.Size"),
+        (FetchError::TooLarge { limit: 1 }, FetchErrorKind::TooLarge),
         (
             FetchError::Timeout {
                 what: "x",
                 after: Duration::from_secs(1),
             },
-            "InvalidImage.Download",
+            FetchErrorKind::Download,
         ),
-        (FetchError::Status(404), "InvalidImage.Download"),
+        (FetchError::Status(404), FetchErrorKind::Download),
         (
             FetchError::TooManyRedirects { max: 3 },
-            "InvalidImage.Download",
+            FetchErrorKind::Download,
         ),
-        (FetchError::BadRedirect("x".into()), "InvalidImage.Download"),
+        (
+            FetchError::BadRedirect("x".into()),
+            FetchErrorKind::Download,
+        ),
         (
             FetchError::Dns {
                 host: "h".into(),
                 reason: "r".into(),
             },
-            "InvalidImage.Download",
+            FetchErrorKind::Download,
         ),
         (
             FetchError::Connect {
                 addr: "127.0.0.1:1".parse().unwrap(),
                 reason: "r".into(),
             },
-            "InvalidImage.Download",
+            FetchErrorKind::Download,
         ),
         (
             FetchError::Tls {
                 host: "h".into(),
                 reason: "r".into(),
             },
-            "InvalidImage.Download",
+            FetchErrorKind::Download,
         ),
-        (FetchError::Http("x".into()), "InvalidImage.Download"),
-        (FetchError::Config("x".into()), "InternalError"),
+        (FetchError::Http("x".into()), FetchErrorKind::Download),
+        (FetchError::Config("x".into()), FetchErrorKind::Config),
     ];
-    for (err, code) in rows {
-        assert_eq!(err.code(), code, "{err:?}");
+    for (err, kind) in rows {
+        assert_eq!(err.kind(), kind, "{err:?}");
         assert!(err.to_string().len() > 3);
     }
 }

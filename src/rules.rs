@@ -1,0 +1,169 @@
+//! The API's rules and limits, stated once: names, EntityId, ExtraData, image sizes and
+//! sides, ImageUrl length, paging and `Limit` ranges, and the 0–10 `Score`. Spec §4–§5
+//! where it speaks; where it is silent, the value this server chose (README, "What the
+//! server decides").
+//!
+//! Every layer imports these (the API edge checks parameters, the service checks images,
+//! the store re-checks the names it relies on, the client commands check before uploading);
+//! none re-declares them. Not here: error codes and messages naming request parameters (the
+//! API edge composes those), or how a rule is enforced.
+
+use std::ops::RangeInclusive;
+
+// ---- names ----------------------------------------------------------------------------
+
+/// Length of a database name (`Name`, `DbName`), in characters.
+pub const DB_NAME_LEN: RangeInclusive<usize> = 2..=64;
+/// The database-name rule, as a person reads it.
+pub const DB_NAME_RULE: &str = "2 to 64 characters, lower-case letters, digits and _";
+
+/// Whether `name` is a valid database name: lower-case ASCII letters, digits and `_`,
+/// 2 to 64 characters.
+pub fn is_valid_db_name(name: &str) -> bool {
+    DB_NAME_LEN.contains(&name.len()) && name.bytes().all(is_name_byte)
+}
+
+/// Longest `EntityId`, in characters.
+pub const ENTITY_ID_MAX_LEN: usize = 64;
+/// The EntityId rule, as a person reads it.
+pub const ENTITY_ID_RULE: &str = "1 to 64 characters, lower-case letters, digits and _";
+
+/// Whether `id` is a valid `EntityId`: lower-case ASCII letters, digits and `_`, 1 to 64
+/// characters.
+pub fn is_valid_entity_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= ENTITY_ID_MAX_LEN && id.bytes().all(is_name_byte)
+}
+
+fn is_name_byte(b: u8) -> bool {
+    b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'
+}
+
+/// Longest `ExtraData`, in characters (not bytes).
+pub const EXTRA_DATA_MAX_CHARS: usize = 512;
+
+/// Why an `ExtraData` value is refused. `Display` is the message for a person.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ExtraDataError {
+    #[error("ExtraData is {chars} characters long; at most {EXTRA_DATA_MAX_CHARS} are allowed")]
+    TooLong { chars: usize },
+    #[error("ExtraData contains control characters; use printable text")]
+    ControlCharacters,
+}
+
+/// Checks `ExtraData`: at most [`EXTRA_DATA_MAX_CHARS`] characters, no control characters
+/// other than line feed and tab.
+pub fn check_extra_data(v: &str) -> Result<(), ExtraDataError> {
+    let chars = v.chars().count();
+    if chars > EXTRA_DATA_MAX_CHARS {
+        return Err(ExtraDataError::TooLong { chars });
+    }
+    if v.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
+        return Err(ExtraDataError::ControlCharacters);
+    }
+    Ok(())
+}
+
+// ---- images ---------------------------------------------------------------------------
+
+/// Spec §4, AddImage: the image must be at most 2 MB.
+pub const ADD_IMAGE_MAX_BYTES: usize = 2 * 1024 * 1024;
+/// Spec §4, SearchImage: the query image must be at most 3 MB.
+pub const SEARCH_IMAGE_MAX_BYTES: usize = 3 * 1024 * 1024;
+
+/// Each side of an image must be strictly greater than this many pixels…
+pub const MIN_SIDE_EXCLUSIVE: u32 = 128;
+/// …and strictly less than this many.
+pub const MAX_SIDE_EXCLUSIVE: u32 = 1024;
+
+/// Whether a `width`×`height` image has sides the API accepts.
+pub fn sides_ok(width: u32, height: u32) -> bool {
+    let ok = |side: u32| side > MIN_SIDE_EXCLUSIVE && side < MAX_SIDE_EXCLUSIVE;
+    ok(width) && ok(height)
+}
+
+/// Longest `ImageUrl` accepted. The spec sets none; this only keeps absurd input out of
+/// logs and error messages.
+pub const IMAGE_URL_MAX_LEN: usize = 4096;
+
+// ---- paging and Limit -----------------------------------------------------------------
+
+/// ListImages `Limit`: 1 to this, …
+pub const LIST_MAX_LIMIT: u32 = 1000;
+/// … and this when absent.
+pub const LIST_DEFAULT_LIMIT: u32 = 20;
+/// Offset+Limit paging reaches only this many records; beyond, a Token is needed.
+pub const OFFSET_PAGING_LIMIT: u64 = 2000;
+/// SearchImage `Limit`: 1 to this (required).
+pub const SEARCH_MAX_LIMIT: usize = 1000;
+
+// ---- score ----------------------------------------------------------------------------
+
+/// The highest `Score`: the same image.
+pub const SCORE_MAX: f32 = 10.0;
+
+/// The API's `Score`: cosine mapped linearly onto 0–10 (`10 · max(cosine, 0)`), so the
+/// same image (cosine 1) scores 10. Embeddings are L2-normalised averages of ReLU6
+/// activations, hence non-negative and cosine ∈ [0, 1] in practice; the clamp only guards
+/// rounding. Cosines within 1e-5 of 1 (float noise on identical images) give exactly 10.
+pub fn score(cosine: f32) -> f32 {
+    if cosine >= 1.0 - 1e-5 {
+        SCORE_MAX
+    } else {
+        (cosine.max(0.0) * SCORE_MAX).min(SCORE_MAX)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn db_names() {
+        for good in ["ab", "shop_1", &"a".repeat(64)] {
+            assert!(is_valid_db_name(good), "{good:?}");
+        }
+        for bad in ["", "a", "Shop", "a-b", "a b", "名字", &"a".repeat(65)] {
+            assert!(!is_valid_db_name(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn entity_ids() {
+        for good in ["a", "sku_1", &"z".repeat(64)] {
+            assert!(is_valid_entity_id(good), "{good:?}");
+        }
+        for bad in ["", "A", "a-b", "é", &"z".repeat(65)] {
+            assert!(!is_valid_entity_id(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn extra_data() {
+        assert_eq!(check_extra_data("red shoe\n\tsize 42"), Ok(()));
+        assert_eq!(check_extra_data(&"é".repeat(512)), Ok(()));
+        assert_eq!(
+            check_extra_data(&"é".repeat(513)),
+            Err(ExtraDataError::TooLong { chars: 513 })
+        );
+        assert_eq!(
+            check_extra_data("a\u{1}b"),
+            Err(ExtraDataError::ControlCharacters)
+        );
+    }
+
+    #[test]
+    fn sides() {
+        assert!(sides_ok(129, 1023));
+        assert!(!sides_ok(128, 500));
+        assert!(!sides_ok(500, 1024));
+    }
+
+    #[test]
+    fn score_maps_cosine_to_0_10() {
+        assert_eq!(score(1.0), 10.0);
+        assert_eq!(score(0.999_999), 10.0);
+        assert_eq!(score(-0.3), 0.0);
+        assert!(score(0.5) < score(0.6));
+        assert!((score(0.5) - 5.0).abs() < 1e-6);
+    }
+}

@@ -1,0 +1,64 @@
+//! `ServiceError`: every way a service operation fails, in terms of the operation (a
+//! database missing, an image the network cannot read, the server busy), converted from the
+//! store's, the decoder's, the embedder's and the fetcher's errors. The API edge maps each
+//! variant to a wire code once (`api::actions`); no wire strings here.
+
+use crate::fetch::FetchError;
+use crate::store::StoreError;
+use crate::vision::decode::DecodeError;
+use crate::vision::embedder::EmbedError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error("{0}")]
+    InvalidParameter(String),
+    #[error("image database \"{0}\" does not exist; create it with CreateImageDb first")]
+    DbNotFound(String),
+    #[error("image database \"{0}\" already exists")]
+    DbExists(String),
+    #[error("{0}")]
+    ImageFetch(#[from] FetchError),
+    #[error("{0}")]
+    ImageFormat(String),
+    #[error("{0}")]
+    ImageResolution(String),
+    #[error("{0}")]
+    ImageSize(String),
+    #[error("the server is busy: {0}")]
+    Busy(String),
+    #[error("the feature extractor failed: {0}")]
+    Algo(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<StoreError> for ServiceError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::DbExists(name) => ServiceError::DbExists(name),
+            StoreError::DbNotFound(name) => ServiceError::DbNotFound(name),
+            StoreError::DbFull { .. }
+            | StoreError::Invalid(_)
+            | StoreError::DimensionMismatch { .. } => ServiceError::InvalidParameter(e.to_string()),
+            other => ServiceError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<EmbedError> for ServiceError {
+    fn from(e: EmbedError) -> Self {
+        match e {
+            EmbedError::QueueFull { .. } => ServiceError::Busy(e.to_string()),
+            other => ServiceError::Algo(other.to_string()),
+        }
+    }
+}
+
+impl From<DecodeError> for ServiceError {
+    fn from(e: DecodeError) -> Self {
+        match e {
+            DecodeError::TooLarge { .. } => ServiceError::ImageResolution(e.to_string()),
+            other => ServiceError::ImageFormat(other.to_string()),
+        }
+    }
+}

@@ -1,0 +1,114 @@
+//! Image preparation for AddImage and SearchImage, on a blocking thread: the API's side
+//! rule checked on the header, the decode, border trimming, the network input tensor(s)
+//! and, for stored images, a JPEG thumbnail.
+//!
+//! Not here: getting the bytes (`fetch`, or the request's `ImageContent`), running the
+//! network (`vision::embedder`).
+
+use super::error::ServiceError;
+use crate::rules::{sides_ok, MAX_SIDE_EXCLUSIVE, MIN_SIDE_EXCLUSIVE};
+use crate::vision::borders;
+use crate::vision::decode::{self, DecodeLimits};
+use crate::vision::preprocess::{fit_within, resize, write_input_tensor, INPUT_LEN};
+
+/// Longest side of the stored thumbnail.
+pub const THUMBNAIL_SIDE: u32 = 256;
+
+pub(super) struct Prepared {
+    /// The network input of the image without its uniform margins.
+    pub tensor: Vec<f32>,
+    /// For queries whose margins were trimmed: the input of the whole image as well.
+    pub untrimmed: Option<Vec<f32>>,
+    pub thumbnail: Option<Vec<u8>>,
+}
+
+/// Checks the API's image rules on the bytes, decodes them and makes the network input
+/// (and, for stored images, a JPEG thumbnail of the whole image; for queries, the
+/// untrimmed input too when margins were trimmed). Runs on a blocking thread.
+pub(super) fn prepare(bytes: &[u8], stored: bool) -> Result<Prepared, ServiceError> {
+    let with_thumbnail = stored;
+    let (_, width, height) = decode::probe(bytes)?;
+    if !sides_ok(width, height) {
+        return Err(ServiceError::ImageResolution(format!(
+            "the image is {width}×{height} px; each side must be greater than {MIN_SIDE_EXCLUSIVE} \
+             and less than {MAX_SIDE_EXCLUSIVE} px"
+        )));
+    }
+    let image = decode::decode(bytes, &DecodeLimits::default())?;
+    let trimmed = borders::trim(&image);
+    let mut tensor = vec![0f32; INPUT_LEN];
+    write_input_tensor(trimmed.as_ref().unwrap_or(&image), &mut tensor);
+    let untrimmed = match trimmed {
+        Some(_) if !stored => {
+            let mut t = vec![0f32; INPUT_LEN];
+            write_input_tensor(&image, &mut t);
+            Some(t)
+        }
+        _ => None,
+    };
+    let thumbnail = if with_thumbnail {
+        let (w, h) = fit_within(image.width, image.height, THUMBNAIL_SIDE, THUMBNAIL_SIDE);
+        let small = resize(&image, w, h).map_err(|e| ServiceError::Internal(e.to_string()))?;
+        Some(encode_jpeg(&small)?)
+    } else {
+        None
+    };
+    Ok(Prepared {
+        tensor,
+        untrimmed,
+        thumbnail,
+    })
+}
+
+fn encode_jpeg(img: &decode::RgbImage) -> Result<Vec<u8>, ServiceError> {
+    let mut out = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 80)
+        .encode(
+            &img.pixels,
+            img.width,
+            img.height,
+            image::ExtendedColorType::Rgb8,
+        )
+        .map_err(|e| ServiceError::Internal(format!("thumbnail encoding failed: {e}")))?;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// PNG bytes of a `w`×`h` white canvas with a textured block at (x, y, bw, bh).
+    fn png_with_margins(w: u32, h: u32, (x, y, bw, bh): (u32, u32, u32, u32)) -> Vec<u8> {
+        let img = image::RgbImage::from_fn(w, h, |px, py| {
+            if (x..x + bw).contains(&px) && (y..y + bh).contains(&py) {
+                image::Rgb([(px * 7 % 200) as u8, (py * 13 % 200) as u8, 90])
+            } else {
+                image::Rgb([255, 255, 255])
+            }
+        });
+        let mut out = std::io::Cursor::new(Vec::new());
+        img.write_to(&mut out, image::ImageFormat::Png).unwrap();
+        out.into_inner()
+    }
+
+    #[test]
+    fn prepare_trims_margins_and_keeps_the_whole_query_too() {
+        let bytes = png_with_margins(400, 300, (100, 60, 160, 150));
+        let query = prepare(&bytes, false).unwrap();
+        let stored = prepare(&bytes, true).unwrap();
+        assert_eq!(query.tensor, stored.tensor, "same trimmed input both ways");
+        assert!(stored.untrimmed.is_none() && stored.thumbnail.is_some());
+        let whole = query.untrimmed.expect("untrimmed query input");
+        assert_ne!(whole, query.tensor);
+        // Without margins there is one input, the whole image.
+        let full = png_with_margins(300, 200, (0, 0, 300, 200));
+        let p = prepare(&full, false).unwrap();
+        assert!(p.untrimmed.is_none());
+        let mut want = vec![0f32; INPUT_LEN];
+        write_input_tensor(
+            &decode::decode(&full, &DecodeLimits::default()).unwrap(),
+            &mut want,
+        );
+        assert_eq!(p.tensor, want);
+    }
+}

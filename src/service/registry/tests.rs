@@ -1,0 +1,170 @@
+//! Tests of the index registry: promotion, snapshots reloaded in step with the store,
+//! rebuilds of unusable or foreign snapshots.
+
+use std::path::Path;
+
+use super::*;
+use crate::index::Hit;
+use crate::store::{DataId, DbRef, NewImage, SqliteStore};
+
+fn unit(seed: u64) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut v: Vec<f32> = (0..EMBEDDING_DIM)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+        })
+        .collect();
+    crate::embedding::l2_normalize(&mut v);
+    v
+}
+
+fn settings(dir: &Path, threshold: usize) -> IndexSettings {
+    IndexSettings {
+        ann_threshold: threshold,
+        ..IndexSettings::in_data_dir(dir)
+    }
+}
+
+/// Adds images `seeds` to the store only (as if the process died before the index).
+fn store_add(store: &SqliteStore, db: DbRef<'_>, seeds: std::ops::Range<u64>) -> Vec<DataId> {
+    seeds
+        .map(|i| {
+            let v = unit(i);
+            let e = format!("e{i}");
+            store
+                .add_image(
+                    db,
+                    &NewImage {
+                        entity_id: &e,
+                        extra_data: "",
+                        image_url: "",
+                        embedding: &v,
+                        thumbnail: None,
+                    },
+                )
+                .unwrap()
+                .data_id
+        })
+        .collect()
+}
+
+fn top(ix: &DbIndex, store: &dyn ImageStore, seed: u64) -> Hit {
+    let q = unit(seed);
+    ix.search(store, &[&q], 3, 40).unwrap().0[0]
+}
+
+#[test]
+fn promotes_at_the_threshold_and_reloads_the_snapshot_in_step_with_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteStore::open(dir.path()).unwrap());
+    let db = DbRef::new("tenant/x", "big");
+    store.create_db(db).unwrap();
+    let ids = store_add(&store, db, 0..120);
+
+    // Below the threshold: exact. Add through the index as the service does.
+    let indexes = Arc::new(DbIndexes::open(store.clone(), settings(dir.path(), 150)).unwrap());
+    let ix = indexes.get("tenant/x", "big").unwrap();
+    assert!(!ix.is_ann());
+    for (i, id) in (120..160).zip(store_add(&store, db, 120..160)) {
+        ix.add(id, &unit(i)).unwrap();
+    }
+    ix.promote(store.as_ref(), indexes.settings()).unwrap();
+    assert!(ix.is_ann());
+    assert_eq!(ix.len(), 160);
+    let meta = snapshot::read_meta(&ix.dir).unwrap();
+    assert_eq!(meta.count, 160);
+    // Re-ranked: the exact copy first, with the exact cosine (score 10).
+    let hit = top(&ix, store.as_ref(), 7);
+    assert_eq!(hit.id, ids[7]);
+    assert_eq!(crate::rules::score(hit.cosine), 10.0);
+
+    // After the snapshot, the store moves on without the index (a crash): 10 adds,
+    // one entity deleted.
+    let later = store_add(&store, db, 160..170);
+    let gone = store.delete_entity(db, "e3").unwrap();
+    assert_eq!(gone, vec![ids[3]]);
+    drop((ix, indexes));
+
+    let indexes = DbIndexes::open(store.clone(), settings(dir.path(), 150)).unwrap();
+    let ix = indexes.get("tenant/x", "big").unwrap();
+    assert!(ix.is_ann());
+    assert_eq!(ix.len(), 169);
+    assert_eq!(top(&ix, store.as_ref(), 165).id, later[5]);
+    assert_ne!(top(&ix, store.as_ref(), 3).id, ids[3]);
+    // The next snapshot records the repaired state; a clean restart changes nothing.
+    indexes.snapshot_all();
+    assert_eq!(snapshot::read_meta(&ix.dir).unwrap().count, 169);
+    assert_eq!(snapshot::read_meta(&ix.dir).unwrap().generation, 2);
+    drop((ix, indexes));
+    let indexes = DbIndexes::open(store.clone(), settings(dir.path(), 150)).unwrap();
+    assert_eq!(indexes.get("tenant/x", "big").unwrap().len(), 169);
+}
+
+#[test]
+fn an_unusable_snapshot_is_rebuilt_from_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteStore::open(dir.path()).unwrap());
+    let db = DbRef::new("t", "big");
+    store.create_db(db).unwrap();
+    let ids = store_add(&store, db, 0..80);
+    let open = || DbIndexes::open(store.clone(), settings(dir.path(), 50)).unwrap();
+    let snap = {
+        // No snapshot yet: built from the store and saved.
+        let indexes = open();
+        let ix = indexes.get("t", "big").unwrap();
+        assert!(ix.is_ann());
+        assert_eq!(ix.len(), 80);
+        ix.dir.clone()
+    };
+    // A truncated graph file.
+    let graph = snap.join("graph-1.usearch");
+    let len = std::fs::metadata(&graph).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&graph)
+        .unwrap()
+        .set_len(len / 2)
+        .unwrap();
+    let indexes = open();
+    let ix = indexes.get("t", "big").unwrap();
+    assert_eq!(ix.len(), 80);
+    assert_eq!(top(&ix, store.as_ref(), 11).id, ids[11]);
+    assert_eq!(snapshot::read_meta(&snap).unwrap().generation, 2);
+    drop((ix, indexes));
+    // Garbage in the meta file.
+    std::fs::write(snap.join(snapshot::META_FILE), b"{not json").unwrap();
+    assert_eq!(open().get("t", "big").unwrap().len(), 80);
+}
+
+#[test]
+fn a_recreated_database_does_not_inherit_the_old_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteStore::open(dir.path()).unwrap());
+    let db = DbRef::new("t", "big");
+    store.create_db(db).unwrap();
+    store_add(&store, db, 0..60);
+    let stale = {
+        let indexes = DbIndexes::open(store.clone(), settings(dir.path(), 50)).unwrap();
+        let ix = indexes.get("t", "big").unwrap();
+        assert!(ix.is_ann());
+        ix.dir.clone()
+    };
+    let meta = std::fs::read(stale.join(snapshot::META_FILE)).unwrap();
+    store.delete_db(db).unwrap();
+    std::thread::sleep(Duration::from_millis(5));
+    store.create_db(db).unwrap();
+    let ids = store_add(&store, db, 100..160);
+    // The old snapshot put back, as a crash between the two could leave it.
+    std::fs::create_dir_all(&stale).unwrap();
+    std::fs::write(stale.join(snapshot::META_FILE), meta).unwrap();
+    let indexes = DbIndexes::open(store.clone(), settings(dir.path(), 50)).unwrap();
+    let ix = indexes.get("t", "big").unwrap();
+    assert_eq!(ix.len(), 60);
+    assert_eq!(top(&ix, store.as_ref(), 100).id, ids[0]);
+    // Deleting the database removes its snapshot; orphans are swept at open.
+    indexes.deleted("t", "big");
+    assert!(!stale.exists());
+}
