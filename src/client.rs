@@ -1,7 +1,8 @@
 //! A client of the imgsearch API: signs each call exactly as the official SDKs do (V3
 //! `ACS3-HMAC-SHA256` by default, or V1 `HMAC-SHA1`), with the same functions the server
-//! verifies with (`api::auth`), and sends it over HTTP/1.1 (`crate::http_client`, shared with
-//! the image fetcher; HTTPS via rustls with the webpki roots). One connection per call: calls are few and heavy (an image each).
+//! verifies with (`crate::signing`), and sends it over HTTP/1.1 (`crate::http_client`,
+//! shared with the image fetcher; HTTPS via rustls with the webpki roots). One connection
+//! per call: calls are few and heavy (an image each).
 //!
 //! Used by the `db`, `add`, `search` and `import` subcommands and by the end-to-end tests.
 
@@ -15,12 +16,12 @@ use tokio::net::TcpStream;
 use tokio_rustls::rustls::pki_types::ServerName;
 use tokio_rustls::TlsConnector;
 
-use crate::api::auth::{
-    format_timestamp, percent_encode, sha256_hex, v1_signature, v1_string_to_sign,
-    v3_canonical_request, v3_signature, v3_string_to_sign, SignatureStyle, API_VERSION,
-};
-use crate::api::params::{Headers, Params};
 use crate::http_client;
+use crate::rules::API_VERSION;
+use crate::signing::{
+    format_timestamp, percent_encode, sha256_hex, v1_signature, v1_string_to_sign,
+    v3_canonical_request, v3_signature, v3_string_to_sign, SignatureStyle,
+};
 
 /// Largest response accepted (a page of 1,000 records, a thumbnail: far below this).
 pub const MAX_RESPONSE_BYTES: usize = 32 * 1024 * 1024;
@@ -253,8 +254,14 @@ impl Client {
         let signed: Vec<String> = headers.iter().map(|(k, _)| k.clone()).collect();
         let canonical = v3_canonical_request(
             "POST",
-            &Params::default(),
-            &Headers::new(headers.clone()),
+            [],
+            |name| {
+                headers
+                    .iter()
+                    .filter(|(k, _)| k == name)
+                    .map(|(_, v)| v.as_str())
+                    .collect()
+            },
             &signed,
             &hash,
         );
@@ -295,9 +302,10 @@ impl Client {
         ];
         all.extend_from_slice(params);
         let unsigned = form_encode(&all);
-        // Parsing our own encoding cannot fail; an empty set would only fail verification.
-        let parsed = Params::parse("", Some(unsigned.as_bytes())).unwrap_or_default();
-        let signature = v1_signature(&self.secret, &v1_string_to_sign("POST", &parsed));
+        let signature = v1_signature(
+            &self.secret,
+            &v1_string_to_sign("POST", all.iter().copied()),
+        );
         let body = format!("{unsigned}&Signature={}", percent_encode(&signature));
         let headers = vec![
             ("host".into(), self.endpoint.authority()),
@@ -435,6 +443,7 @@ mod tests {
     use super::*;
     use crate::api::keys::KeyStore;
     use crate::api::nonce::NonceCache;
+    use crate::api::params::{Headers, Params};
     use crate::api::{authenticate, RequestParts};
 
     fn keys() -> KeyStore {

@@ -14,5 +14,6 @@ pub mod http_client;
 pub mod index;
 pub mod rules;
 pub mod service;
+pub mod signing;
 pub mod store;
 pub mod vision;

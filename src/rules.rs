@@ -10,6 +10,9 @@
 
 use std::ops::RangeInclusive;
 
+/// The only API version served (`Version`, `x-acs-version`).
+pub const API_VERSION: &str = "2020-03-20";
+
 // ---- names ----------------------------------------------------------------------------
 
 /// Length of a database name (`Name`, `DbName`), in characters.

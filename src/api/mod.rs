@@ -26,8 +26,8 @@ pub mod response;
 pub mod server;
 
 pub use auth::{
-    authenticate, check_action, is_known_action, Authenticated, RequestParts, SignatureStyle,
-    API_VERSION, EXTENSION_ACTIONS, KNOWN_ACTIONS, TIMESTAMP_WINDOW_SECS,
+    authenticate, check_action, is_known_action, Authenticated, RequestParts, EXTENSION_ACTIONS,
+    KNOWN_ACTIONS, TIMESTAMP_WINDOW_SECS,
 };
 pub use error::ApiError;
 pub use keys::{load_keys, load_keys_from_env, KeyPair, KeySource, KeyStore, LoadedKeys};

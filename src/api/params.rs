@@ -158,7 +158,7 @@ impl Headers {
     }
 
     /// Every value of `name` (give it lower-case), in arrival order.
-    pub fn get_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+    pub fn get_all<'a, 'n>(&'a self, name: &'n str) -> impl Iterator<Item = &'a str> + use<'a, 'n> {
         self.entries
             .iter()
             .filter(move |(k, _)| k == name)

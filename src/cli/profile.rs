@@ -15,8 +15,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::api::SignatureStyle;
 use crate::client::{Client, ClientError, Endpoint};
+use crate::signing::SignatureStyle;
 
 pub const DEFAULT_ENDPOINT: &str = "http://127.0.0.1:8080";
 
