@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use imgsearch::client::{Client, ClientError, Endpoint};
+use imgsearch::remote::client::{Client, ClientError, Endpoint};
 use imgsearch::signing::SignatureStyle;
 
 const KEYS: &str = "AKIDone:secret-one-0123456789,AKIDtwo:secret-two-0123456789";

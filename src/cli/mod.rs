@@ -1,23 +1,16 @@
-//! Command-line entry: parses arguments and dispatches to one module per subcommand.
+//! Command-line entry: parses arguments (flags, environment, `--config` file) and
+//! dispatches each subcommand to the module that does the work; nothing else happens here.
 //! Subcommands print results on stdout and one line per problem on stderr.
 
-mod bench;
-mod bench_index;
-mod bench_startup;
-pub mod client;
-mod embed;
-mod import;
-mod logging;
-mod model;
-pub mod profile;
-mod quality;
-mod serve;
-
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
 use crate::config::ModelConfig;
+use crate::offline::Output;
+use crate::remote::{commands, import, profile};
+use crate::{logging, offline, serve};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -29,7 +22,7 @@ pub struct Cli {
     /// TOML configuration file: top-level keys are the long flag names (env IMGSEARCH_CONFIG).
     /// Flags and environment variables override it.
     #[arg(long, env = crate::config::CONFIG_ENV, global = true)]
-    pub config: Option<std::path::PathBuf>,
+    pub config: Option<PathBuf>,
     #[command(flatten)]
     pub model: ModelConfig,
     /// Log filter: a level (error, warn, info, debug, trace) or per-target directives such
@@ -48,12 +41,12 @@ pub enum Command {
     Embed {
         /// JPEG or PNG files.
         #[arg(required = true)]
-        images: Vec<std::path::PathBuf>,
+        images: Vec<PathBuf>,
     },
     /// Print one JSON line per image with its top-5 ImageNet classes.
     Classify {
         #[arg(required = true)]
-        images: Vec<std::path::PathBuf>,
+        images: Vec<PathBuf>,
         /// How many classes to print.
         #[arg(long, default_value_t = 5)]
         top: usize,
@@ -63,24 +56,32 @@ pub enum Command {
         #[command(flatten)]
         conn: profile::ConnectionArgs,
         #[command(subcommand)]
-        command: client::DbCommand,
+        command: commands::DbCommand,
     },
     /// Add one image (a local file, uploaded as ImageContent, or --url) to a database.
-    Add(client::AddArgs),
+    Add(commands::AddArgs),
     /// Search a database with an image; prints a table of matches.
-    Search(client::SearchArgs),
+    Search(commands::SearchArgs),
     /// Add a directory of images, or the rows of a CSV manifest, in parallel; resumable.
     Import(import::ImportArgs),
     /// Inspect the network.
     Model {
         #[command(subcommand)]
-        command: model::ModelCommand,
+        command: ModelCommand,
     },
-    /// Benchmarks (see README for the figures).
+    /// Benchmarks (see docs/benchmarks.md for the figures).
+    #[cfg(feature = "bench")]
     Bench {
         #[command(subcommand)]
-        command: bench::BenchCommand,
+        command: crate::bench::BenchCommand,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ModelCommand {
+    /// Write the EfficientNet-Lite0 ONNX graph (BatchNorm folded) to OUT, for inspection
+    /// with any ONNX tool.
+    ExportOnnx { out: PathBuf },
 }
 
 pub fn main() -> ExitCode {
@@ -94,17 +95,20 @@ pub fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     let result = match cli.command {
-        Command::Db { conn, command } => client::run_db(&conn, command),
-        Command::Add(args) => client::run_add(args),
-        Command::Search(args) => client::run_search(args),
+        Command::Db { conn, command } => commands::run_db(&conn, command),
+        Command::Add(args) => commands::run_add(args),
+        Command::Search(args) => commands::run_search(args),
         Command::Import(args) => import::run(args),
         Command::Serve(config) => serve::run(&cli.model, config),
-        Command::Embed { images } => embed::run(&cli.model, &images, embed::Output::Embedding),
+        Command::Embed { images } => offline::run(&cli.model, &images, Output::Embedding),
         Command::Classify { images, top } => {
-            embed::run(&cli.model, &images, embed::Output::Classes { top })
+            offline::run(&cli.model, &images, Output::Classes { top })
         }
-        Command::Model { command } => model::run(&cli.model, command),
-        Command::Bench { command } => bench::run(&cli.model, command),
+        Command::Model {
+            command: ModelCommand::ExportOnnx { out },
+        } => offline::export_onnx(&cli.model, &out),
+        #[cfg(feature = "bench")]
+        Command::Bench { command } => crate::bench::run(&cli.model, command),
     };
     match result {
         Ok(code) => code,
@@ -122,9 +126,9 @@ fn load_config_file() -> Result<(), crate::config::ConfigFileError> {
     let from_flag = args.iter().enumerate().find_map(|(i, a)| {
         let a = a.to_str()?;
         if a == "--config" {
-            args.get(i + 1).map(std::path::PathBuf::from)
+            args.get(i + 1).map(PathBuf::from)
         } else {
-            a.strip_prefix("--config=").map(std::path::PathBuf::from)
+            a.strip_prefix("--config=").map(PathBuf::from)
         }
     });
     let Some(path) =

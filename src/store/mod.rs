@@ -239,14 +239,12 @@ pub enum StoreError {
     Backend(String),
 }
 
-pub use crate::rules::is_valid_db_name;
-
 /// Persistence for image databases. Implementations are shared between threads and must make
 /// every mutating method atomic: it happens entirely or not at all, also across a crash.
 /// A method that returned `Ok` for a write has made it durable.
 pub trait ImageStore: Send + Sync {
     /// Creates an empty database. `DbExists` when the tenant already has one of that name,
-    /// `Invalid` when the name breaks [`is_valid_db_name`].
+    /// `Invalid` when the name breaks [`crate::rules::is_valid_db_name`].
     fn create_db(&self, db: DbRef<'_>) -> Result<DbInfo, StoreError>;
 
     /// The database with its image count, or `None` when the tenant has none of that name.

@@ -4,14 +4,12 @@
 //! `preprocess` resizes and normalises them into the network's input tensor, `weights`
 //! reads the EfficientNet-Lite0 checkpoint, `onnx` builds the network as an ONNX graph,
 //! `model` runs it on ONNX Runtime and `embedder` batches concurrent callers onto it;
-//! `descriptor` pools retrieval descriptors from its activation map; `borders` trims
-//! uniform margins before embedding.
+//! `borders` trims uniform margins before embedding.
 //! Nothing here knows about the API's HTTP edge, the network or storage (downloading an
 //! `ImageUrl` is `crate::fetch`'s job).
 
 pub mod borders;
 pub mod decode;
-pub mod descriptor;
 pub mod embedder;
 pub mod labels;
 pub mod model;

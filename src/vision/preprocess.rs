@@ -265,9 +265,8 @@ pub fn image_to_tensor(
 mod tests {
     use super::*;
     use crate::vision::decode::decode;
-    use crate::vision::decode::tests::{sample, samples};
+    use crate::vision::decode::tests::sample;
     use std::path::PathBuf;
-    use std::time::Instant;
 
     const PLANE: usize = INPUT_SIZE * INPUT_SIZE;
 
@@ -509,58 +508,6 @@ mod tests {
                 .map(|(a, b)| (a - b).abs())
                 .fold(0f32, f32::max);
             assert!(max <= 1.0 / 128.0 + 1e-6, "orientation {o}: max diff {max}");
-        }
-    }
-
-    fn cpu_seconds() -> f64 {
-        // utime + stime of this process, in clock ticks (100 Hz on Linux): counts every
-        // thread, so a library that quietly spawns helper threads cannot hide its cost.
-        let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
-        let after = &stat[stat.rfind(')').unwrap() + 2..];
-        let f: Vec<&str> = after.split(' ').collect();
-        (f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap()) / 100.0
-    }
-
-    /// Single-thread speed of bytes → tensor over the 1,000 samples (files preloaded):
-    /// `cargo test --release --lib vision::preprocess::tests::measure -- --ignored --nocapture`
-    #[test]
-    #[ignore]
-    fn measure_pipeline_speed() {
-        let samples = samples();
-        let limits = DecodeLimits::default();
-        let mut out = vec![0f32; INPUT_LEN];
-        // Warm-up (page cache, allocator, resizer buffers, CPU feature detection).
-        for (_, b) in samples.iter().take(50) {
-            image_to_tensor(b, &limits, &mut out).unwrap();
-        }
-        for rep in 0..3 {
-            let (t0, c0) = (Instant::now(), cpu_seconds());
-            let mut per: Vec<(f64, &str)> = Vec::new();
-            let (mut t_decode, mut t_rest) = (0f64, 0f64);
-            for (name, b) in &samples {
-                let t = Instant::now();
-                let (img, _) = decode::decode_unoriented(b, &limits).unwrap();
-                let t1 = Instant::now();
-                write_input_tensor(&img, &mut out);
-                let t2 = Instant::now();
-                t_decode += (t1 - t).as_secs_f64();
-                t_rest += (t2 - t1).as_secs_f64();
-                per.push(((t2 - t).as_secs_f64() * 1e3, name));
-            }
-            let n = samples.len() as f64;
-            let wall = t0.elapsed().as_secs_f64() * 1e3 / n;
-            let cpu = (cpu_seconds() - c0) * 1e3 / n;
-            per.sort_by(|a, b| a.0.total_cmp(&b.0));
-            println!(
-                "run {rep}: {wall:.3} ms/image wall ({cpu:.3} CPU): decode {:.3} + resize and \
-                 normalise {:.3}; median {:.3}, p90 {:.3}, max {:.2} ({})",
-                t_decode * 1e3 / n,
-                t_rest * 1e3 / n,
-                per[per.len() / 2].0,
-                per[per.len() * 9 / 10].0,
-                per[per.len() - 1].0,
-                per[per.len() - 1].1
-            );
         }
     }
 }

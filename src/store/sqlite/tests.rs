@@ -1,8 +1,14 @@
 //! Tests of the SQLite store: behaviour through the `ImageStore` trait, plus the file-level
 //! properties (pragmas, migrations, corruption, crash durability) only this backend has.
 
+use super::committer::{commit_group, OwnedImage};
+use super::rows::{prefix_successor, sql_id};
+use super::schema::MIGRATIONS;
 use super::*;
-use crate::store::EmbeddingSet;
+use crate::store::{
+    DbRef, EmbeddingSet, ImagePage, ImageRecord, ImageStore, ListQuery, NewImage, Order,
+};
+use rusqlite::params;
 
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Write};
@@ -1015,77 +1021,6 @@ fn acknowledged_adds_survive_sigkill() {
             acked.len()
         );
     }
-}
-
-/// Throughput of acknowledged adds with synchronous=FULL. Run with
-/// `cargo test --lib bench_add_throughput -- --ignored --nocapture`.
-#[test]
-#[ignore = "benchmark"]
-fn bench_add_throughput() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(open(dir.path()));
-    let db = DbRef::new("t", "bench");
-    store.create_db(db).unwrap();
-    let v = emb(1, 1280);
-    let thumb = vec![0x55u8; 6_000];
-    let per_thread = 400;
-    for threads in [1usize, 4, 16] {
-        let start = Instant::now();
-        let handles: Vec<_> = (0..threads)
-            .map(|t| {
-                let (store, v, thumb) = (store.clone(), v.clone(), thumb.clone());
-                std::thread::spawn(move || {
-                    for i in 0..per_thread / threads {
-                        let e = format!("t{t}_{i}");
-                        store
-                            .add_image(
-                                db,
-                                &NewImage {
-                                    thumbnail: Some(&thumb),
-                                    ..img(&e, &v)
-                                },
-                            )
-                            .unwrap();
-                    }
-                })
-            })
-            .collect();
-        for h in handles {
-            h.join().unwrap();
-        }
-        let secs = start.elapsed().as_secs_f64();
-        eprintln!(
-            "{threads} thread(s): {:.0} adds/s ({per_thread} adds, 1280-d + 6 kB thumbnail)",
-            per_thread as f64 / secs
-        );
-    }
-    for batch in [16usize, 64] {
-        let entities: Vec<String> = (0..batch).map(|i| format!("b{i}")).collect();
-        let images: Vec<NewImage<'_>> = entities
-            .iter()
-            .map(|e| NewImage {
-                thumbnail: Some(&thumb),
-                ..img(e, &v)
-            })
-            .collect();
-        let rounds = 800 / batch;
-        let start = Instant::now();
-        for _ in 0..rounds {
-            store.add_images(db, &images).unwrap();
-        }
-        let secs = start.elapsed().as_secs_f64();
-        eprintln!(
-            "add_images batches of {batch}: {:.0} adds/s",
-            (rounds * batch) as f64 / secs
-        );
-    }
-    let start = Instant::now();
-    let set = store.load_embeddings(db).unwrap();
-    eprintln!(
-        "load_embeddings: {} vectors in {:.1} ms",
-        set.len(),
-        start.elapsed().as_secs_f64() * 1e3
-    );
 }
 
 #[test]

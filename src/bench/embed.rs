@@ -10,24 +10,13 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use serde_json::json;
 
+use super::{list_images, repo_root, round1};
 use crate::config::ModelConfig;
 use crate::vision::decode::DecodeLimits;
 use crate::vision::embedder::EmbeddingBatcher;
 use crate::vision::model::{build_graph, top_k, EfficientNet, ModelOptions};
 use crate::vision::pipeline::run_files;
 use crate::vision::preprocess::INPUT_LEN;
-
-#[derive(Debug, clap::Subcommand)]
-pub enum BenchCommand {
-    /// Embedding throughput: network alone vs ONNX Runtime, and end-to-end.
-    Embed(EmbedBench),
-    /// Search quality on edited copies: recall@1 and mAP per edit, per method.
-    Quality(super::quality::QualityBench),
-    /// ANN index vs exact search: build time, recall@10, QPS, latency, RAM per vector.
-    Index(super::bench_index::IndexBench),
-    /// Index start-up for a database of N images: first start, clean restart, after a crash.
-    Startup(super::bench_startup::StartupBench),
-}
 
 #[derive(Debug, clap::Args)]
 pub struct EmbedBench {
@@ -50,16 +39,7 @@ pub struct EmbedBench {
     no_peer: bool,
 }
 
-pub fn run(config: &ModelConfig, command: BenchCommand) -> anyhow::Result<ExitCode> {
-    match command {
-        BenchCommand::Embed(b) => embed(config, b),
-        BenchCommand::Quality(b) => super::quality::run(config, b),
-        BenchCommand::Index(b) => super::bench_index::run(b),
-        BenchCommand::Startup(b) => super::bench_startup::run(b),
-    }
-}
-
-fn embed(config: &ModelConfig, b: EmbedBench) -> anyhow::Result<ExitCode> {
+pub fn run(config: &ModelConfig, b: EmbedBench) -> anyhow::Result<ExitCode> {
     let files = config.files()?;
     let graph = build_graph(&files.weights)?;
     let graph_path =
@@ -136,27 +116,6 @@ fn embed(config: &ModelConfig, b: EmbedBench) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn round1(x: f64) -> f64 {
-    (x * 10.0).round() / 10.0
-}
-
-fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-pub(super) fn list_images(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .with_context(|| format!("reading {}", dir.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.is_file())
-        .collect();
-    files.sort();
-    if files.is_empty() {
-        bail!("no images in {}", dir.display());
-    }
-    Ok(files)
-}
-
 /// Batch-1 inference on a fixed input for `seconds`, after a warm-up.
 fn network_alone(model: &mut EfficientNet, seconds: f64) -> anyhow::Result<f64> {
     let input: Vec<f32> = (0..INPUT_LEN)
@@ -174,8 +133,6 @@ fn network_alone(model: &mut EfficientNet, seconds: f64) -> anyhow::Result<f64> 
     Ok(n as f64 / start.elapsed().as_secs_f64())
 }
 
-const PEER_SCRIPT: &str = include_str!("../../scripts/ort_peer.py");
-
 fn peer_network_alone(
     python: &Path,
     graph: &Path,
@@ -183,8 +140,7 @@ fn peer_network_alone(
     seconds: f64,
 ) -> anyhow::Result<f64> {
     let out = Command::new(python)
-        .arg("-c")
-        .arg(PEER_SCRIPT)
+        .arg(repo_root().join("scripts/ort_peer.py"))
         .arg(graph)
         .arg(threads.to_string())
         .arg(seconds.to_string())

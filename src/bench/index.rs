@@ -12,6 +12,7 @@ use std::time::Instant;
 use anyhow::{bail, Context};
 use serde_json::json;
 
+use super::resident_bytes;
 use crate::embedding::l2_normalize;
 use crate::index::ann::{AnnIndex, AnnOptions};
 use crate::index::{rerank, Hit};
@@ -237,13 +238,6 @@ pub fn run(b: IndexBench) -> anyhow::Result<ExitCode> {
     });
     println!("{report}");
     Ok(ExitCode::SUCCESS)
-}
-
-/// The process's resident set size (Linux `/proc/self/statm`), `None` elsewhere.
-pub(super) fn resident_bytes() -> Option<u64> {
-    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
-    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
-    Some(pages * 4096)
 }
 
 /// Exact top-k of `all` by cosine (the ground truth scan).

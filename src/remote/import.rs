@@ -27,9 +27,9 @@ use anyhow::Context;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::Value;
 
-use super::client::read_image_base64;
+use super::client::{Client, ClientError};
+use super::commands::read_image_base64;
 use super::profile::ConnectionArgs;
-use crate::client::{Client, ClientError};
 use crate::rules::{
     check_extra_data, is_valid_entity_id, ADD_IMAGE_MAX_BYTES, ENTITY_ID_MAX_LEN, ENTITY_ID_RULE,
 };

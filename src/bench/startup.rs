@@ -14,7 +14,8 @@ use std::time::Instant;
 use anyhow::Context;
 use serde_json::json;
 
-use super::bench_index::{clustered, resident_bytes};
+use super::index::clustered;
+use super::resident_bytes;
 use crate::embedding::EMBEDDING_DIM;
 use crate::service::registry::DbIndexes;
 use crate::service::IndexSettings;

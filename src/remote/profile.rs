@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::client::{Client, ClientError, Endpoint};
+use super::client::{Client, ClientError, Endpoint};
 use crate::signing::SignatureStyle;
 
 pub const DEFAULT_ENDPOINT: &str = "http://127.0.0.1:8080";

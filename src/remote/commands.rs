@@ -1,5 +1,5 @@
 //! The client subcommands `db create|list|delete`, `add` and `search`: one signed API call
-//! each (see `crate::client`), results on stdout, errors as one line on stderr with the
+//! each (see `remote::client`), results on stdout, errors as one line on stderr with the
 //! server's code and message.
 
 use std::path::{Path, PathBuf};
@@ -9,8 +9,8 @@ use anyhow::Context;
 use base64::Engine as _;
 use serde_json::Value;
 
+use super::client::Client;
 use super::profile::ConnectionArgs;
-use crate::client::Client;
 use crate::rules::{ADD_IMAGE_MAX_BYTES, SEARCH_IMAGE_MAX_BYTES};
 
 #[derive(Debug, clap::Subcommand)]

@@ -1,17 +1,19 @@
-//! `imgsearch embed` and `imgsearch classify`: one JSON line per image, in argument order.
-//! A file that fails gives one line on stderr and a non-zero exit; the rest still run.
+//! The models run locally, no server: `imgsearch embed` and `imgsearch classify` (one JSON
+//! line per image, in argument order; a file that fails gives one line on stderr and a
+//! non-zero exit, the rest still run) and `imgsearch model export-onnx`.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use anyhow::Context;
 use serde_json::json;
 
 use crate::config::ModelConfig;
 use crate::vision::decode::DecodeLimits;
 use crate::vision::embedder::EmbeddingBatcher;
 use crate::vision::labels::label;
-use crate::vision::model::top_k;
+use crate::vision::model::{build_graph, top_k};
 use crate::vision::pipeline::run_files;
 
 pub enum Output {
@@ -63,4 +65,13 @@ pub fn run(config: &ModelConfig, images: &[PathBuf], output: Output) -> anyhow::
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// Writes the EfficientNet-Lite0 ONNX graph (BatchNorm folded) to `out`.
+pub fn export_onnx(config: &ModelConfig, out: &Path) -> anyhow::Result<ExitCode> {
+    let files = config.files()?;
+    let graph = build_graph(&files.weights)?;
+    std::fs::write(out, &graph).with_context(|| format!("writing {}", out.display()))?;
+    eprintln!("wrote {} ({} bytes)", out.display(), graph.len());
+    Ok(ExitCode::SUCCESS)
 }

@@ -11,10 +11,11 @@
 //!
 //! Methods, all from the same network runs: the plain pooled embedding (what the service
 //! used before), a 64-bit pHash (`image_hasher`, DCT + mean, Hamming distance), and the
-//! descriptors of `vision::descriptor` at 224 and 320 px input, with and without flip
+//! descriptors of `descriptor` at 224 and 320 px input, with and without flip
 //! aggregation. The run also times the network per query for each input configuration and
 //! the exact index at 50,000 images, since a method only pays if search stays fast.
 
+mod descriptor;
 mod edits;
 
 use std::collections::BTreeMap;
@@ -26,14 +27,15 @@ use anyhow::Context;
 use image_hasher::{HashAlg, HasherConfig};
 use serde_json::json;
 
+use self::descriptor::CHANNELS;
 use self::edits::{apply, jpeg_round_trip, to_image, Edit, Rng};
+use super::round3;
 use crate::config::ModelConfig;
 use crate::embedding::dot;
 use crate::index::ExactIndex;
 use crate::store::DataId;
 use crate::vision::borders;
 use crate::vision::decode::{self, DecodeLimits, RgbImage};
-use crate::vision::descriptor::{self, CHANNELS};
 use crate::vision::model::{build_graph_with, EfficientNet, ModelOptions};
 use crate::vision::onnx::GraphSpec;
 use crate::vision::preprocess::{resize, write_input_tensor_sized};
@@ -190,7 +192,7 @@ const METHODS: &[Method] = &[
 
 pub fn run(config: &ModelConfig, b: QualityBench) -> anyhow::Result<ExitCode> {
     let files = config.files()?;
-    let images = super::bench::list_images(&b.dir)?;
+    let images = super::list_images(&b.dir)?;
     let n = images.len();
     let q = b.queries.min(n);
     // Queried images: the first q of a seeded Fisher–Yates shuffle.
@@ -495,10 +497,6 @@ pub fn run(config: &ModelConfig, b: QualityBench) -> anyhow::Result<ExitCode> {
         })
     );
     Ok(ExitCode::SUCCESS)
-}
-
-fn round3(x: f64) -> f64 {
-    (x * 1000.0).round() / 1000.0
 }
 
 /// (recall@1, mean reciprocal rank) of 1-based ranks.

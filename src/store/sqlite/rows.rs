@@ -1,0 +1,177 @@
+//! Mapping between SQLite rows and the store's types: column lists, id and count
+//! conversions, database and image rows, embedding BLOBs. Not here: SQL that changes data.
+
+use crate::store::{DataId, DbInfo, DbRef, ImageRecord, StoreError};
+use rusqlite::{params, Connection, OptionalExtension, Row};
+
+pub(super) const IMAGE_COLUMNS: &str =
+    "data_id, entity_id, extra_data, image_url, created_at, updated_at";
+/// `DataId` guarantees the value fits an i64.
+pub(super) fn sql_id(id: DataId) -> i64 {
+    i64::try_from(id.as_u64()).unwrap_or(i64::MAX)
+}
+
+pub(super) fn data_id_from_sql(v: i64) -> Result<DataId, StoreError> {
+    u64::try_from(v)
+        .ok()
+        .and_then(DataId::from_u64)
+        .ok_or_else(|| StoreError::Corrupt(format!("invalid stored data id {v}")))
+}
+
+pub(super) fn count_from_sql(v: i64, what: &str) -> Result<u64, StoreError> {
+    u64::try_from(v).map_err(|_| StoreError::Corrupt(format!("negative {what} {v}")))
+}
+
+/// The smallest string greater than every string that starts with `prefix`, or `None` when
+/// there is none (all characters are `char::MAX`). SQLite compares TEXT bytewise and UTF-8
+/// byte order is code point order, so `prefix <= s < successor` is exactly "s starts with
+/// prefix", with no special meaning for `_` or `%` (unlike LIKE) and usable on the index.
+pub(super) fn prefix_successor(prefix: &str) -> Option<String> {
+    let mut chars: Vec<char> = prefix.chars().collect();
+    while let Some(last) = chars.pop() {
+        let mut next = u32::from(last) + 1;
+        if next == 0xD800 {
+            next = 0xE000; // skip the surrogate range, which no char can hold
+        }
+        if let Some(c) = char::from_u32(next) {
+            chars.push(c);
+            return Some(chars.into_iter().collect());
+        }
+    }
+    None
+}
+
+pub(super) struct DbRow {
+    pub(super) id: i64,
+    pub(super) info: DbInfo,
+}
+
+pub(super) fn db_row_from(
+    row: &Row<'_>,
+) -> rusqlite::Result<(i64, String, String, i64, i64, Option<i64>)> {
+    Ok((
+        row.get(0)?,
+        row.get(1)?,
+        row.get(2)?,
+        row.get(3)?,
+        row.get(4)?,
+        row.get(5)?,
+    ))
+}
+
+pub(super) fn db_row_convert(
+    raw: (i64, String, String, i64, i64, Option<i64>),
+) -> Result<DbRow, StoreError> {
+    let (id, tenant, name, created_at, count, dim) = raw;
+    let dim = dim
+        .map(|d| {
+            usize::try_from(d)
+                .ok()
+                .filter(|&d| d > 0)
+                .ok_or_else(|| StoreError::Corrupt(format!("invalid dimension {d} of {name:?}")))
+        })
+        .transpose()?;
+    Ok(DbRow {
+        id,
+        info: DbInfo {
+            image_count: count_from_sql(count, "image count")?,
+            tenant,
+            name,
+            created_at,
+            dim,
+        },
+    })
+}
+
+pub(super) const DB_COLUMNS: &str = "id, tenant, name, created_at, image_count, dim";
+
+pub(super) fn find_db(conn: &Connection, db: DbRef<'_>) -> Result<Option<DbRow>, StoreError> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {DB_COLUMNS} FROM image_dbs WHERE tenant = ?1 AND name = ?2"
+    ))?;
+    let raw = stmt
+        .query_row(params![db.tenant, db.name], db_row_from)
+        .optional()?;
+    raw.map(db_row_convert).transpose()
+}
+
+pub(super) fn require_db(conn: &Connection, db: DbRef<'_>) -> Result<DbRow, StoreError> {
+    find_db(conn, db)?.ok_or_else(|| StoreError::DbNotFound(db.name.to_owned()))
+}
+
+pub(super) fn list_dbs_where(
+    conn: &Connection,
+    filter: &str,
+    args: &[&dyn rusqlite::ToSql],
+) -> Result<Vec<DbInfo>, StoreError> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {DB_COLUMNS} FROM image_dbs {filter} ORDER BY tenant, name"
+    ))?;
+    let raws = stmt
+        .query_map(args, db_row_from)?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    raws.into_iter()
+        .map(|raw| db_row_convert(raw).map(|r| r.info))
+        .collect()
+}
+
+pub(super) type RawImage = (i64, String, String, String, i64, i64);
+
+pub(super) fn image_from(row: &Row<'_>) -> rusqlite::Result<RawImage> {
+    Ok((
+        row.get(0)?,
+        row.get(1)?,
+        row.get(2)?,
+        row.get(3)?,
+        row.get(4)?,
+        row.get(5)?,
+    ))
+}
+
+pub(super) fn image_convert(raw: RawImage) -> Result<ImageRecord, StoreError> {
+    let (data_id, entity_id, extra_data, image_url, created_at, updated_at) = raw;
+    Ok(ImageRecord {
+        data_id: data_id_from_sql(data_id)?,
+        entity_id,
+        extra_data,
+        image_url,
+        created_at,
+        updated_at,
+    })
+}
+
+/// Decodes a little-endian f32 blob into `out` (cleared first), checking its size.
+pub(super) fn decode_embedding(
+    blob: &[u8],
+    expected_dim: Option<usize>,
+    out: &mut Vec<f32>,
+) -> Result<(), String> {
+    if blob.is_empty() || !blob.len().is_multiple_of(4) {
+        return Err(format!(
+            "embedding blob of {} bytes is not a whole number of f32s",
+            blob.len()
+        ));
+    }
+    let dim = blob.len() / 4;
+    if let Some(expected) = expected_dim {
+        if dim != expected {
+            return Err(format!(
+                "embedding has {dim} dimensions, the database {expected}"
+            ));
+        }
+    }
+    out.clear();
+    out.extend(
+        blob.chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+    );
+    Ok(())
+}
+
+pub(super) fn encode_embedding(v: &[f32], out: &mut Vec<u8>) {
+    out.clear();
+    out.reserve(v.len() * 4);
+    for x in v {
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+}
