@@ -11,9 +11,7 @@ use imgsearch::vision::embedder::EmbeddingBatcher;
 use imgsearch::vision::model::{top_k, EfficientNet, ModelFiles, ModelOptions};
 use imgsearch::vision::pipeline::run_files;
 
-fn shared() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared")
-}
+use crate::common::shared;
 
 fn batcher() -> EmbeddingBatcher {
     let files = ModelFiles::locate(None, None).expect("model files (run scripts/setup.sh)");

@@ -3,14 +3,16 @@
 //! ImageContent error cases; then `/metrics`, `/healthz` and `/readyz` are scraped.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Child, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use imgsearch::remote::client::{Client, ClientError, Endpoint};
 use imgsearch::signing::SignatureStyle;
+
+use crate::common::{bin, sample};
 
 const KEYS: &str = "AKIDone:secret-one-0123456789,AKIDtwo:secret-two-0123456789";
 
@@ -30,7 +32,7 @@ impl Drop for Server {
 
 fn start_server() -> Server {
     let data = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_imgsearch"))
+    let mut child = bin()
         .args([
             "--inference-workers",
             "1",
@@ -75,12 +77,6 @@ fn start_server() -> Server {
     }
 }
 
-fn sample(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/datasets/imagenet-samples")
-        .join(name)
-}
-
 /// A JPEG of `sample` resized to w×h with the project's own resize.
 fn resized_jpeg(name: &str, w: u32, h: u32) -> Vec<u8> {
     let bytes = std::fs::read(sample(name)).unwrap();
@@ -98,7 +94,7 @@ fn resized_jpeg(name: &str, w: u32, h: u32) -> Vec<u8> {
 }
 
 fn cli(server: &Server, home: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_imgsearch"))
+    bin()
         .args(args)
         .env("IMGSEARCH_ENDPOINT", format!("http://{}", server.addr))
         .env("IMGSEARCH_ACCESS_KEY_ID", "AKIDone")
@@ -219,7 +215,7 @@ fn client_commands_console_extensions_and_operations() {
         ),
     )
     .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_imgsearch"))
+    let out = bin()
         .args(["db", "create", "from_profile"])
         .env("XDG_CONFIG_HOME", home.path())
         .env_remove("IMGSEARCH_ENDPOINT")

@@ -1,18 +1,7 @@
 //! The `imgsearch` binary as a user runs it: embed and classify print one JSON line per
 //! image; a bad file gives one stderr line naming it, a non-zero exit, and the rest still run.
 
-use std::path::PathBuf;
-use std::process::Command;
-
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_imgsearch"))
-}
-
-fn sample(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/datasets/imagenet-samples")
-        .join(name)
-}
+use crate::common::{bin, sample};
 
 #[test]
 fn embed_prints_unit_vectors_per_file_and_reports_bad_files() {
