@@ -13,6 +13,25 @@ use std::ops::RangeInclusive;
 /// The only API version served (`Version`, `x-acs-version`).
 pub const API_VERSION: &str = "2020-03-20";
 
+/// Every action of API version 2020-03-20 (spec 4).
+pub const KNOWN_ACTIONS: [&str; 7] = [
+    "CreateImageDb",
+    "ListImageDbs",
+    "DeleteImageDb",
+    "AddImage",
+    "ListImages",
+    "SearchImage",
+    "DeleteImage",
+];
+
+/// Actions of ours beyond the public API (`api::actions`); signed and checked like the others.
+pub const EXTENSION_ACTIONS: [&str; 1] = ["GetThumbnail"];
+
+/// Whether `name` is an action of this API (or one of our [`EXTENSION_ACTIONS`]).
+pub fn is_known_action(name: &str) -> bool {
+    KNOWN_ACTIONS.contains(&name) || EXTENSION_ACTIONS.contains(&name)
+}
+
 // ---- names ----------------------------------------------------------------------------
 
 /// Length of a database name (`Name`, `DbName`), in characters.

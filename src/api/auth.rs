@@ -17,26 +17,12 @@ use super::keys::KeyStore;
 use super::nonce::NonceCache;
 use super::params::{ParamSource, Params};
 use super::Headers;
-use crate::rules::API_VERSION;
+use crate::rules::{is_known_action, API_VERSION};
 use crate::signing::SignatureStyle;
 use crate::signing::{
     format_timestamp, parse_timestamp, sha256_hex, unix_seconds, v1_string_to_sign, v1_verify,
     v3_canonical_request, v3_string_to_sign, v3_verify, V1_METHOD, V3_ALGORITHM,
 };
-
-/// Every action of API version 2020-03-20 (spec 4).
-pub const KNOWN_ACTIONS: [&str; 7] = [
-    "CreateImageDb",
-    "ListImageDbs",
-    "DeleteImageDb",
-    "AddImage",
-    "ListImages",
-    "SearchImage",
-    "DeleteImage",
-];
-
-/// Actions of ours beyond the public API (see `actions.rs`); signed and checked like the others.
-pub const EXTENSION_ACTIONS: [&str; 1] = ["GetThumbnail"];
 
 /// How far `Timestamp` / `x-acs-date` may be from server time, either direction.
 pub const TIMESTAMP_WINDOW_SECS: i64 = 15 * 60;
@@ -113,11 +99,6 @@ pub fn authenticate(
         SignatureStyle::V1 => authenticate_v1(req, keys, nonces, now),
         SignatureStyle::V3 => authenticate_v3(req, keys, nonces, now),
     }
-}
-
-/// Whether `name` is an action of this API (or one of our [`EXTENSION_ACTIONS`]).
-pub fn is_known_action(name: &str) -> bool {
-    KNOWN_ACTIONS.contains(&name) || EXTENSION_ACTIONS.contains(&name)
 }
 
 /// `Ok` for a known action, else 404 `InvalidAction.NotFound`.

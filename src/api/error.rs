@@ -41,7 +41,7 @@ pub enum ApiError {
     )]
     InvalidVersion(String),
 
-    /// The action name is not one of [`crate::api::KNOWN_ACTIONS`].
+    /// The action name is not one of [`crate::rules::KNOWN_ACTIONS`].
     #[error("Specified api \"{0}\" is not found, please check your url and method.")]
     InvalidActionNotFound(String),
 

@@ -12,7 +12,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use super::auth::is_known_action;
+use crate::rules::{is_known_action, EXTENSION_ACTIONS, KNOWN_ACTIONS};
 use crate::vision::embedder::{BatcherStats, BATCH_SIZE_BOUNDS};
 
 /// Upper bounds (seconds) of the request latency buckets.
@@ -52,9 +52,9 @@ pub struct Metrics {
 /// The label for an action name: itself when known, else `unknown` (bounded cardinality).
 pub fn action_label(action: Option<&str>) -> &'static str {
     match action {
-        Some(a) if is_known_action(a) => super::auth::KNOWN_ACTIONS
+        Some(a) if is_known_action(a) => KNOWN_ACTIONS
             .iter()
-            .chain(super::auth::EXTENSION_ACTIONS.iter())
+            .chain(EXTENSION_ACTIONS.iter())
             .find(|k| **k == a)
             .copied()
             .unwrap_or("unknown"),

@@ -25,10 +25,7 @@ pub mod params;
 pub mod response;
 pub mod server;
 
-pub use auth::{
-    authenticate, check_action, is_known_action, Authenticated, RequestParts, EXTENSION_ACTIONS,
-    KNOWN_ACTIONS, TIMESTAMP_WINDOW_SECS,
-};
+pub use auth::{authenticate, check_action, Authenticated, RequestParts, TIMESTAMP_WINDOW_SECS};
 pub use error::ApiError;
 pub use keys::{load_keys, load_keys_from_env, KeyPair, KeySource, KeyStore, LoadedKeys};
 pub use nonce::NonceCache;

@@ -1,15 +1,16 @@
 //! Downloading the image behind an `ImageUrl` (AddImage, SearchImage).
 //!
 //! [`ImageFetcher::fetch`] takes the URL exactly as the client sent it and returns the body
-//! bytes, or a [`FetchError`] whose [`code`](FetchError::code) is the API error code the edge
-//! sends back. It enforces the rules that belong to *getting* the bytes:
+//! bytes, or a [`FetchError`] whose [`kind`](FetchError::kind) says what went wrong (the
+//! edge turns kinds into API codes). It enforces the rules that belong to *getting* the
+//! bytes:
 //!
 //! * the URL: `http`/`https` only, ASCII only (spec: non-ASCII characters such as Chinese are
 //!   refused; checked on the raw string before parsing would percent-encode them), no
 //!   `user:pass@`;
-//! * the size cap, given per call (2 MB for AddImage, 3 MB for SearchImage): a larger
-//!   `Content-Length` is refused before the body is read, and a body without one stops being
-//!   read as soon as it passes the cap;
+//! * the size cap, given per call (`rules::ADD_IMAGE_MAX_BYTES`, `SEARCH_IMAGE_MAX_BYTES`):
+//!   a larger `Content-Length` is refused before the body is read, and a body without one
+//!   stops being read as soon as it passes the cap;
 //! * timeouts (connect, and total over every hop) and at most `max_redirects` redirects;
 //! * the SSRF guard: unless `allow_private` is set, no connection is ever made to a
 //!   loopback, private, link-local, multicast, documentation or otherwise special address.

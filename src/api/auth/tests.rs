@@ -5,6 +5,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::*;
 use crate::api::keys::KeyStore;
+use crate::rules::KNOWN_ACTIONS;
 use crate::signing::{percent_encode, v1_signature, v3_signature};
 
 const V1_VECTOR_QUERY: &str = "Version=2020-03-20&Action=AddImage&Format=JSON&RegionId=cn-shanghai&Timestamp=2026-11-24T19:05:22Z&SignatureMethod=HMAC-SHA1&SignatureType=&SignatureVersion=1.0&SignatureNonce=c4932dca17590a585c701a9a58c9ba5c&AccessKeyId=AKID";
