@@ -1,8 +1,12 @@
-//! Configuration shared by the subcommands, as typed structs that clap fills from flags
-//! and environment variables. Defaults work out of the box on a set-up checkout.
+//! Configuration as typed structs that clap fills from flags and environment variables,
+//! after `--config FILE` (TOML, keys = long flag names) has been turned into environment:
+//! `ModelConfig` (every command that runs the network) and `ServeConfig` (`serve`).
+//! Defaults work out of the box on a set-up checkout.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use crate::service::IndexSettings;
 use crate::vision::embedder::BatcherConfig;
 use crate::vision::model::{build_graph, EfficientNet, ModelError, ModelFiles, ModelOptions};
 
@@ -73,6 +77,40 @@ impl ModelConfig {
             queue_capacity,
         }
     }
+}
+
+/// `imgsearch serve`: where to listen and keep data, limits, metrics, index settings.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServeConfig {
+    /// Address to listen on (port 0 picks a free port; the chosen one is printed).
+    #[arg(long, env = "IMGSEARCH_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Data directory: the database, the keys file, the token key.
+    #[arg(long, env = "IMGSEARCH_DATA", default_value = "./data")]
+    pub data: PathBuf,
+    /// Allow ImageUrl to reach loopback/private/link-local addresses (local object stores, tests).
+    #[arg(long, env = "IMGSEARCH_ALLOW_PRIVATE_URLS")]
+    pub allow_private_urls: bool,
+    /// Images waiting for the network before new requests get 503 ServiceUnavailable.
+    #[arg(long, env = "IMGSEARCH_QUEUE", default_value_t = 64)]
+    pub queue: usize,
+    /// Most images per database (the public service caps at 50,000); unlimited if unset.
+    #[arg(long, env = "IMGSEARCH_MAX_IMAGES_PER_DB")]
+    pub max_images_per_db: Option<u64>,
+    /// Serve /metrics on this address instead of the main one (e.g. an internal interface).
+    #[arg(long, env = "IMGSEARCH_METRICS_LISTEN", conflicts_with = "no_metrics")]
+    pub metrics_listen: Option<SocketAddr>,
+    /// Do not serve /metrics at all.
+    #[arg(long, env = "IMGSEARCH_NO_METRICS")]
+    pub no_metrics: bool,
+    /// Databases with at least this many images are searched with the ANN (HNSW) index,
+    /// smaller ones exactly.
+    #[arg(long, env = "IMGSEARCH_ANN_THRESHOLD", default_value_t = IndexSettings::DEFAULT_ANN_THRESHOLD)]
+    pub ann_threshold: usize,
+    /// Seconds between writing changed ANN indexes to disk (they are also written at
+    /// shutdown; after a crash the store's changes since are replayed at start-up).
+    #[arg(long, env = "IMGSEARCH_INDEX_SNAPSHOT_SECS", default_value_t = 300)]
+    pub index_snapshot_secs: u64,
 }
 
 /// Environment variable naming a configuration file (same as `--config FILE`).

@@ -36,7 +36,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve the imgsearch 2020-03-20 API over HTTP.
-    Serve(serve::ServeConfig),
+    Serve(crate::config::ServeConfig),
     /// Print one JSON line per image: {"file", "embedding": [1280 floats]}.
     Embed {
         /// JPEG or PNG files.
