@@ -20,6 +20,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Context};
 
 use crate::config::ModelConfig;
+use crate::store::NewImage;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum BenchCommand {
@@ -91,4 +92,16 @@ fn cpu_seconds() -> Option<f64> {
     let f: Vec<&str> = after.split(' ').collect();
     let ticks = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
     Some(ticks / 100.0)
+}
+
+/// A stored image that is only a vector (no ExtraData, URL or thumbnail), as the index and
+/// start-up benches fill stores with.
+fn vector_only<'a>(entity_id: &'a str, embedding: &'a [f32]) -> NewImage<'a> {
+    NewImage {
+        entity_id,
+        extra_data: "",
+        image_url: "",
+        embedding,
+        thumbnail: None,
+    }
 }

@@ -15,7 +15,7 @@ use anyhow::Context;
 use serde_json::json;
 
 use super::index::clustered;
-use super::resident_bytes;
+use super::{resident_bytes, vector_only};
 use crate::embedding::EMBEDDING_DIM;
 use crate::service::registry::DbIndexes;
 use crate::service::IndexSettings;
@@ -53,13 +53,7 @@ fn fill(store: &SqliteStore, db: DbRef<'_>, from: usize, count: usize) -> anyhow
         let vectors = clustered(n, EMBEDDING_DIM, (from + done) as u64 + 1);
         let batch: Vec<NewImage<'_>> = vectors
             .chunks_exact(EMBEDDING_DIM)
-            .map(|v| NewImage {
-                entity_id: entity,
-                extra_data: "",
-                image_url: "",
-                embedding: v,
-                thumbnail: None,
-            })
+            .map(|v| vector_only(entity, v))
             .collect();
         store.add_images(db, &batch)?;
         done += n;

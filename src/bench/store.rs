@@ -11,7 +11,7 @@ use std::time::Instant;
 use anyhow::Context;
 use serde_json::json;
 
-use super::round1;
+use super::{round1, vector_only};
 use crate::embedding::EMBEDDING_DIM;
 use crate::store::{DbRef, ImageStore, NewImage, SqliteStore};
 
@@ -38,11 +38,8 @@ pub fn run(b: StoreBench) -> anyhow::Result<ExitCode> {
 
 fn image<'a>(entity_id: &'a str, embedding: &'a [f32], thumbnail: &'a [u8]) -> NewImage<'a> {
     NewImage {
-        entity_id,
-        extra_data: "",
-        image_url: "",
-        embedding,
         thumbnail: Some(thumbnail),
+        ..vector_only(entity_id, embedding)
     }
 }
 

@@ -10,6 +10,7 @@ use serde_json::json;
 use super::descriptor::CHANNELS;
 use super::edits::{self, apply, Edit, Rng};
 use super::{load_fitted, Item, QualityBench};
+use crate::bench::vector_only;
 use crate::config::ModelConfig;
 use crate::index::ExactIndex;
 use crate::store::DataId;
@@ -112,13 +113,7 @@ pub(super) fn service_latency(
             let batch: Vec<NewImage<'_>> = vectors
                 .iter()
                 .zip(&entities)
-                .map(|(v, e)| NewImage {
-                    entity_id: e,
-                    extra_data: "",
-                    image_url: "",
-                    embedding: v,
-                    thumbnail: None,
-                })
+                .map(|(v, e)| vector_only(e, v))
                 .collect();
             store.add_images(dbref, &batch)?;
             k += n;
