@@ -18,7 +18,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{PoisonError, RwLock};
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use super::error::ServiceError;
@@ -67,15 +67,20 @@ pub struct DbIndex {
     pub(super) name: String,
     created_at: i64,
     pub(super) dir: PathBuf,
-    /// Writers hold it shared across "store, then index"; snapshots hold it exclusively.
-    gate: tokio::sync::RwLock<()>,
+    /// Writers hold it shared across "store, then index"; snapshots and DeleteImageDb hold
+    /// it exclusively. Owned guards, so a write's guard moves into the blocking task that
+    /// does the write and lives exactly as long as it, whatever happens to the request.
+    gate: Arc<tokio::sync::RwLock<()>>,
     searcher: RwLock<Searcher>,
     /// Writes since the last snapshot.
     pub(super) changes: AtomicU64,
     pub(super) promoting: AtomicBool,
 }
 
-pub type WriteGuard<'a> = tokio::sync::RwLockReadGuard<'a, ()>;
+/// A writer's share of the gate (see [`DbIndex::write_gate`]).
+pub type WriteGuard = tokio::sync::OwnedRwLockReadGuard<()>;
+/// The whole gate: no write is between its store and index steps (DeleteImageDb).
+pub type ExclusiveGuard = tokio::sync::OwnedRwLockWriteGuard<()>;
 
 impl DbIndex {
     pub(super) fn new(info: &DbInfo, settings: &IndexSettings, searcher: Searcher) -> Self {
@@ -84,7 +89,7 @@ impl DbIndex {
             name: info.name.clone(),
             created_at: info.created_at,
             dir: snapshot::snapshot_dir(&settings.dir, &info.tenant, &info.name),
-            gate: tokio::sync::RwLock::new(()),
+            gate: Arc::new(tokio::sync::RwLock::new(())),
             searcher: RwLock::new(searcher),
             changes: AtomicU64::new(0),
             promoting: AtomicBool::new(false),
@@ -96,8 +101,13 @@ impl DbIndex {
     }
 
     /// Held by a writer from its store write until its index update is done.
-    pub async fn write_gate(&self) -> WriteGuard<'_> {
-        self.gate.read().await
+    pub async fn write_gate(&self) -> WriteGuard {
+        self.gate.clone().read_owned().await
+    }
+
+    /// Waits until no write is in progress and keeps new ones out (DeleteImageDb).
+    pub async fn exclusive_gate(&self) -> ExclusiveGuard {
+        self.gate.clone().write_owned().await
     }
 
     pub fn len(&self) -> usize {

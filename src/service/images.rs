@@ -19,7 +19,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::db_index::{DbIndex, IndexSettings};
+use super::db_index::{DbIndex, IndexSettings, WriteGuard};
 use super::error::ServiceError;
 use super::list_token::{ListScope, ListTokenKey};
 use super::prepare::prepare;
@@ -139,14 +139,13 @@ impl ImageService {
     }
 
     pub async fn create_db(&self, tenant: &str, name: &str) -> Result<DbInfo, ServiceError> {
-        let info = self
-            .blocking_store({
-                let (t, n) = (tenant.to_string(), name.to_string());
-                move |s| s.create_db(DbRef::new(&t, &n))
-            })
-            .await?;
-        self.indexes.created(&info);
-        Ok(info)
+        let (t, n) = (tenant.to_string(), name.to_string());
+        self.write_through(move |store, indexes| {
+            let info = store.create_db(DbRef::new(&t, &n))?;
+            indexes.created(&info);
+            Ok(info)
+        })
+        .await
     }
 
     pub async fn list_dbs(&self, tenant: &str) -> Result<Vec<DbInfo>, ServiceError> {
@@ -154,12 +153,27 @@ impl ImageService {
         self.blocking_store(move |s| s.list_dbs(&t)).await
     }
 
+    /// Deletes the database once no write to it is between its store and index steps;
+    /// writes that arrive meanwhile find it gone (or find its successor of the same name).
     pub async fn delete_db(&self, tenant: &str, name: &str) -> Result<(), ServiceError> {
+        let gated = loop {
+            let Some(index) = self.indexes.get(tenant, name) else {
+                break None;
+            };
+            let gate = index.exclusive_gate().await;
+            if self.indexes.is_current(&index) {
+                break Some((index, gate));
+            }
+        };
         let (t, n) = (tenant.to_string(), name.to_string());
-        self.blocking_store(move |s| s.delete_db(DbRef::new(&t, &n)))
-            .await?;
-        self.indexes.deleted(tenant, name);
-        Ok(())
+        self.write_through(move |store, indexes| {
+            store.delete_db(DbRef::new(&t, &n))?;
+            if let Some((index, _gate)) = gated {
+                indexes.deleted(&index);
+            }
+            Ok(())
+        })
+        .await
     }
 
     pub async fn add_image(
@@ -167,19 +181,19 @@ impl ImageService {
         tenant: &str,
         req: AddImage,
     ) -> Result<ImageRecord, ServiceError> {
-        let index = self.index(tenant, &req.db)?;
+        self.index(tenant, &req.db)?;
         let (bytes, image_url) = self.image_bytes(req.source, ADD_IMAGE_MAX_BYTES).await?;
         let prepared = tokio::task::spawn_blocking(move || prepare(&bytes, true))
             .await
             .map_err(|e| ServiceError::Internal(e.to_string()))??;
         let embedding = self.embed(prepared.tensor).await?;
-        let gate = index.write_gate().await;
+        let (index, gate) = self.gated_index(tenant, &req.db).await?;
         let record = {
-            let t = tenant.to_string();
-            let embedding = embedding.clone();
+            let (t, index) = (tenant.to_string(), index.clone());
             let thumbnail = prepared.thumbnail;
-            self.blocking_store(move |s| {
-                s.add_image(
+            self.write_through(move |store, _| {
+                let _gate = gate;
+                let record = store.add_image(
                     DbRef::new(&t, &req.db),
                     &NewImage {
                         entity_id: &req.entity_id,
@@ -188,18 +202,12 @@ impl ImageService {
                         embedding: &embedding,
                         thumbnail: thumbnail.as_deref(),
                     },
-                )
+                )?;
+                index.add(record.data_id, &embedding)?;
+                Ok(record)
             })
             .await?
         };
-        {
-            let index = index.clone();
-            let id = record.data_id;
-            tokio::task::spawn_blocking(move || index.add(id, &embedding))
-                .await
-                .map_err(|e| ServiceError::Internal(e.to_string()))??;
-        }
-        drop(gate);
         self.indexes.promote_if_due(&index);
         Ok(record)
     }
@@ -210,14 +218,15 @@ impl ImageService {
         db: &str,
         entity_id: &str,
     ) -> Result<usize, ServiceError> {
-        let index = self.index(tenant, db)?;
+        let (index, gate) = self.gated_index(tenant, db).await?;
         let (t, d, e) = (tenant.to_string(), db.to_string(), entity_id.to_string());
-        let _gate = index.write_gate().await;
-        let removed = self
-            .blocking_store(move |s| s.delete_entity(DbRef::new(&t, &d), &e))
-            .await?;
-        index.remove(&removed)?;
-        Ok(removed.len())
+        self.write_through(move |store, _| {
+            let _gate = gate;
+            let removed = store.delete_entity(DbRef::new(&t, &d), &e)?;
+            index.remove(&removed)?;
+            Ok(removed.len())
+        })
+        .await
     }
 
     pub async fn list_images(
@@ -396,6 +405,37 @@ impl ImageService {
             .ok_or_else(|| ServiceError::DbNotFound(db.to_string()))
     }
 
+    /// The database's current index with a writer's share of its gate. A database deleted
+    /// (or deleted and re-created) while the caller waited for the gate is looked up again,
+    /// so a write never lands in the store of one database and the index of another.
+    async fn gated_index(
+        &self,
+        tenant: &str,
+        db: &str,
+    ) -> Result<(Arc<DbIndex>, WriteGuard), ServiceError> {
+        loop {
+            let index = self.index(tenant, db)?;
+            let gate = index.write_gate().await;
+            if self.indexes.is_current(&index) {
+                return Ok((index, gate));
+            }
+        }
+    }
+
+    /// Runs a write — the store's step and the index's — as one blocking task. Once started
+    /// it runs to the end even when the request is cancelled (a client that disconnects
+    /// drops the handler's future, not a blocking task), so store and index never part.
+    async fn write_through<T, F>(&self, f: F) -> Result<T, ServiceError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&dyn ImageStore, &DbIndexes) -> Result<T, ServiceError> + Send + 'static,
+    {
+        let (store, indexes) = (self.store.clone(), self.indexes.clone());
+        tokio::task::spawn_blocking(move || f(store.as_ref(), &indexes))
+            .await
+            .map_err(|e| ServiceError::Internal(e.to_string()))?
+    }
+
     async fn blocking_store<T, F>(&self, f: F) -> Result<T, ServiceError>
     where
         T: Send + 'static,
@@ -429,109 +469,4 @@ fn select_matches(hits: &[Hit], records: Vec<ImageRecord>, req: MatchFilter) -> 
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn id(n: u64) -> DataId {
-        DataId::from_u64(n).unwrap()
-    }
-
-    fn hit(n: u64, cosine: f32) -> Hit {
-        Hit { id: id(n), cosine }
-    }
-
-    fn record(n: u64, entity: &str) -> ImageRecord {
-        ImageRecord {
-            data_id: id(n),
-            entity_id: entity.into(),
-            extra_data: String::new(),
-            image_url: String::new(),
-            created_at: 0,
-            updated_at: 0,
-        }
-    }
-
-    fn request(limit: usize, min_score: Option<f32>, distinct_entity: bool) -> MatchFilter {
-        MatchFilter {
-            limit,
-            min_score,
-            distinct_entity,
-        }
-    }
-
-    fn ids(matches: &[Match]) -> Vec<u64> {
-        matches
-            .iter()
-            .map(|m| m.record.data_id.to_string().parse().unwrap())
-            .collect()
-    }
-
-    #[test]
-    fn min_score_drops_weak_matches() {
-        let hits = [hit(1, 0.95), hit(2, 0.81), hit(3, 0.79), hit(4, 0.2)];
-        let records = || (1..=4).map(|n| record(n, &format!("e{n}"))).collect();
-        assert_eq!(
-            ids(&select_matches(&hits, records(), request(10, None, false))),
-            vec![1, 2, 3, 4]
-        );
-        let m = select_matches(&hits, records(), request(10, Some(8.0), false));
-        assert_eq!(ids(&m), vec![1, 2]);
-        assert!(m.iter().all(|m| m.score >= 8.0));
-        // 0 keeps everything, 10 only exact copies.
-        assert_eq!(
-            select_matches(&hits, records(), request(10, Some(0.0), false)).len(),
-            4
-        );
-        assert!(select_matches(&hits, records(), request(10, Some(10.0), false)).is_empty());
-    }
-
-    #[test]
-    fn distinct_entity_keeps_the_best_of_each() {
-        let hits = [
-            hit(1, 0.9),
-            hit(2, 0.85),
-            hit(3, 0.8),
-            hit(4, 0.7),
-            hit(5, 0.6),
-        ];
-        let records = || {
-            vec![
-                record(1, "a"),
-                record(2, "a"),
-                record(3, "b"),
-                record(4, "a"),
-                record(5, "c"),
-            ]
-        };
-        assert_eq!(
-            ids(&select_matches(&hits, records(), request(10, None, true))),
-            vec![1, 3, 5]
-        );
-        // Limit counts distinct entities.
-        assert_eq!(
-            ids(&select_matches(&hits, records(), request(2, None, true))),
-            vec![1, 3]
-        );
-        // Without it, the limit counts images.
-        assert_eq!(
-            ids(&select_matches(&hits, records(), request(2, None, false))),
-            vec![1, 2]
-        );
-        // Both filters together.
-        assert_eq!(
-            ids(&select_matches(
-                &hits,
-                records(),
-                request(10, Some(7.5), true)
-            )),
-            vec![1, 3]
-        );
-    }
-
-    #[test]
-    fn records_deleted_meanwhile_are_skipped() {
-        let hits = [hit(1, 0.9), hit(2, 0.8)];
-        let m = select_matches(&hits, vec![record(2, "b")], request(10, None, false));
-        assert_eq!(ids(&m), vec![2]);
-    }
-}
+mod tests;

@@ -79,11 +79,23 @@ impl DbIndexes {
         map.insert((info.tenant.clone(), info.name.clone()), Arc::new(ix));
     }
 
-    /// Forgets a database the store has just deleted, and its snapshot.
-    pub fn deleted(&self, tenant: &str, db: &str) {
+    /// Whether `ix` is still the index registered for its database (not deleted, not
+    /// replaced by a database re-created under the same name).
+    pub fn is_current(&self, ix: &Arc<DbIndex>) -> bool {
+        self.get(&ix.tenant, &ix.name)
+            .is_some_and(|current| Arc::ptr_eq(&current, ix))
+    }
+
+    /// Forgets the index of a database the store has just deleted, and its snapshot, unless
+    /// a database of the same name was created meanwhile (then that one stays).
+    pub fn deleted(&self, ix: &Arc<DbIndex>) {
         let removed = {
             let mut map = self.map.write().unwrap_or_else(PoisonError::into_inner);
-            map.remove(&(tenant.to_string(), db.to_string()))
+            let key = (ix.tenant.clone(), ix.name.clone());
+            match map.get(&key) {
+                Some(current) if Arc::ptr_eq(current, ix) => map.remove(&key),
+                _ => None,
+            }
         };
         if let Some(ix) = removed {
             let _ = std::fs::remove_dir_all(&ix.dir);

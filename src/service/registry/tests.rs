@@ -165,6 +165,6 @@ fn a_recreated_database_does_not_inherit_the_old_snapshot() {
     assert_eq!(ix.len(), 60);
     assert_eq!(top(&ix, store.as_ref(), 100).id, ids[0]);
     // Deleting the database removes its snapshot; orphans are swept at open.
-    indexes.deleted("t", "big");
+    indexes.deleted(&ix);
     assert!(!stale.exists());
 }
