@@ -184,22 +184,32 @@ impl Metrics {
             b.batches.load(Ordering::Relaxed)
         );
 
+        // Totals only: a per-database series would name every tenant (access key id) and
+        // its databases to anyone who can reach /metrics, which is unauthenticated.
+        let dbs = &gauges.databases;
         family(
             &mut out,
-            "imgsearch_database_images",
+            "imgsearch_databases",
             "gauge",
-            "Images held per database (tenant = access key id).",
+            "Image databases, all tenants together.",
         );
-        let mut dbs = gauges.databases.clone();
-        dbs.sort();
-        for (tenant, db, n) in &dbs {
-            let _ = writeln!(
-                out,
-                "imgsearch_database_images{{tenant=\"{}\",db=\"{}\"}} {n}",
-                escape_label(tenant),
-                escape_label(db)
-            );
-        }
+        let _ = writeln!(out, "imgsearch_databases {}", dbs.len());
+        family(
+            &mut out,
+            "imgsearch_images",
+            "gauge",
+            "Images held, all databases together.",
+        );
+        let total: usize = dbs.iter().map(|(_, _, n)| n).sum();
+        let _ = writeln!(out, "imgsearch_images {total}");
+        family(
+            &mut out,
+            "imgsearch_database_images_max",
+            "gauge",
+            "Images in the largest database (how close one is to the ANN threshold or a cap).",
+        );
+        let largest = dbs.iter().map(|(_, _, n)| *n).max().unwrap_or(0);
+        let _ = writeln!(out, "imgsearch_database_images_max {largest}");
         out
     }
 }
@@ -234,7 +244,10 @@ mod tests {
         let text = m.render(&Gauges {
             queue_depth: 3,
             batcher: &stats,
-            databases: vec![("ak\"1".into(), "db".into(), 7)],
+            databases: vec![
+                ("AKIDsecretive".into(), "db_private".into(), 7),
+                ("AKIDother".into(), "other".into(), 2),
+            ],
         });
         for line in [
             "imgsearch_requests_total{action=\"AddImage\",status=\"200\"} 2",
@@ -250,9 +263,15 @@ mod tests {
             "imgsearch_embedding_batch_size_bucket{le=\"4\"} 2",
             "imgsearch_embedding_batch_size_bucket{le=\"+Inf\"} 2",
             "imgsearch_embedding_batch_size_count 2",
-            "imgsearch_database_images{tenant=\"ak\\\"1\",db=\"db\"} 7",
+            "imgsearch_databases 2",
+            "imgsearch_images 9",
+            "imgsearch_database_images_max 7",
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line}\n{text}");
+        }
+        // No tenant (access key id) and no database name: /metrics is unauthenticated.
+        for secret in ["AKIDsecretive", "AKIDother", "db_private", "tenant="] {
+            assert!(!text.contains(secret), "/metrics leaks {secret}\n{text}");
         }
         // Every sample line belongs to a declared family.
         for l in text.lines().filter(|l| !l.starts_with('#')) {
