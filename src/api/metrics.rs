@@ -1,6 +1,7 @@
 //! Server metrics in the Prometheus text exposition format (version 0.0.4), served at
 //! `/metrics`: API requests and their latency per action and HTTP status, the embedding
-//! queue (depth, batches, batch sizes, images) and the images held per database.
+//! queue (depth, batches, batch sizes, images) and database and image totals (never a tenant
+//! or database name: the endpoint is unauthenticated).
 //!
 //! A small registry of our own: a fixed set of metric families, so no general-purpose
 //! metrics crate is needed. Label values are bounded: the action label is one of the known
