@@ -23,6 +23,8 @@ pub(super) struct JpegHeader {
     pub(super) height: u32,
     pub(super) components: u8,
     pub(super) orientation: u8,
+    /// Offset of the end-of-image marker (its 0xFF), when the walk went that far.
+    pub(super) eoi: Option<usize>,
 }
 
 impl JpegHeader {
@@ -73,7 +75,12 @@ pub(super) fn scan_jpeg(bytes: &[u8], depth: ScanDepth) -> Result<JpegHeader, De
         };
         pos += 1;
         match marker {
-            0xD9 => break, // EOI
+            0xD9 => {
+                if let Some(f) = frame.as_mut() {
+                    f.eoi = Some(pos - 2);
+                }
+                break; // EOI
+            }
             // Stand-alone markers: SOI, RSTn, TEM, or a stray stuffed zero.
             0xD8 | 0xD0..=0xD7 | 0x01 | 0x00 => continue,
             _ => {}
@@ -132,6 +139,7 @@ pub(super) fn scan_jpeg(bytes: &[u8], depth: ScanDepth) -> Result<JpegHeader, De
                     height,
                     components,
                     orientation: 1,
+                    eoi: None,
                 });
             }
             0xE1 if !seen_scan && orientation.is_none() && segment.starts_with(b"Exif\0\0") => {
@@ -195,7 +203,9 @@ pub(super) fn zune_error(e: zune_jpeg::errors::DecodeErrors) -> DecodeError {
     use zune_jpeg::errors::DecodeErrors as Z;
     match e {
         Z::Unsupported(scheme) => DecodeError::UnsupportedFeature(format!("JPEG {scheme:?}")),
-        Z::ExhaustedData => truncated_jpeg("the decoder ran out of data"),
+        Z::ExhaustedData | Z::FormatStatic("Premature end of buffer") => {
+            truncated_jpeg("the decoder ran out of data")
+        }
         other => DecodeError::Corrupt(format!("JPEG: {other}")),
     }
 }
@@ -205,10 +215,32 @@ pub(super) fn decode_jpeg_zune(
     header: &JpegHeader,
     limits: &DecodeLimits,
 ) -> Result<RgbImage, DecodeError> {
+    // zune-jpeg reads past an early end-of-image marker as zero bits and invents the missing
+    // rows, so a frame header claiming more pixels than the scan data holds would be
+    // accepted. Without the marker it sees the data end instead, and strict mode reports
+    // that. Strict mode also refuses small spec violations common in the wild: those files
+    // are decoded again leniently, like browsers do.
+    let Some(eoi) = header.eoi else {
+        return zune_decode(bytes, header, limits, false);
+    };
+    match zune_decode(&bytes[..eoi], header, limits, true) {
+        Ok(img) => Ok(img),
+        Err(DecodeError::Truncated { .. }) => Err(truncated_jpeg(&format!(
+            "the compressed data ends before the {}x{} pixels its header declares",
+            header.width, header.height
+        ))),
+        Err(_) => zune_decode(bytes, header, limits, false),
+    }
+}
+
+fn zune_decode(
+    bytes: &[u8],
+    header: &JpegHeader,
+    limits: &DecodeLimits,
+    strict: bool,
+) -> Result<RgbImage, DecodeError> {
     let options = DecoderOptions::default()
-        // Lenient like browsers: tolerate the small spec violations common in the wild.
-        // Truncation, the one leniency we do not want, was caught by `scan_jpeg`.
-        .set_strict_mode(false)
+        .set_strict_mode(strict)
         // Second guard on the dimensions, enforced by the decoder itself.
         .set_max_width(limits.max_side as usize)
         .set_max_height(limits.max_side as usize)

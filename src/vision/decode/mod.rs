@@ -11,11 +11,11 @@
 //! API-level resolution rules live: [`probe`] / [`probe_info`] give the API layer the stored
 //! and displayed sizes cheaply so that it can apply its own rules.
 //!
-//! Truncated files: a JPEG whose data ends before its EOI marker, and a PNG whose data ends
-//! before its image data is complete, are rejected as [`DecodeError::Truncated`]. The JPEG
-//! decoder would otherwise happily fill the missing rows with grey, and a half-grey photo
-//! would be indexed with a meaningless embedding; a client that sent an incomplete upload is
-//! better told to send it again. (Cost of this choice: the rare complete JPEG written without
+//! Truncated files: a JPEG whose data ends before its EOI marker or before the pixels its
+//! frame header declares, and a PNG whose data ends before its image data is complete, are
+//! rejected as [`DecodeError::Truncated`]. The JPEG decoder would otherwise happily fill the
+//! missing rows with grey, and a half-grey photo would be indexed with a meaningless
+//! embedding; a client that sent an incomplete upload is better told to send it again. (Cost of this choice: the rare complete JPEG written without
 //! an EOI marker is rejected too.)
 //!
 //! Colour management is out of scope: ICC profiles, gAMA and cHRM are ignored and samples

@@ -563,3 +563,42 @@ fn every_sample_decodes() {
         "the data set's README promises 23 greyscale photos"
     );
 }
+
+/// The frame header's dimensions set to `w`×`h` (SOF0/SOF2), the scan data left as it is.
+fn with_frame_size(jpeg: &[u8], w: u16, h: u16) -> Vec<u8> {
+    let mut out = jpeg.to_vec();
+    let sof = out
+        .windows(2)
+        .position(|m| m[0] == 0xFF && (m[1] == 0xC0 || m[1] == 0xC2))
+        .expect("a frame header");
+    out[sof + 5..sof + 7].copy_from_slice(&h.to_be_bytes());
+    out[sof + 7..sof + 9].copy_from_slice(&w.to_be_bytes());
+    out
+}
+
+#[test]
+fn a_frame_header_claiming_more_pixels_than_the_data_holds_is_truncated() {
+    // A complete 200×200 JPEG (EOI and all) whose frame header says 1023×1023: the scan
+    // data covers a fifth of the rows; the rest would be invented grey.
+    let data: Vec<u8> = (0..200 * 200 * 3).map(|i| (i * 13 % 251) as u8).collect();
+    let small = encode_jpeg(&data, 200, 200, jpeg_encoder::ColorType::Rgb, None);
+    assert!(decode(&small, &DecodeLimits::default()).is_ok());
+    for (w, h) in [(1023, 1023), (200, 1000), (1000, 200), (200, 232)] {
+        let lying = with_frame_size(&small, w, h);
+        match decode(&lying, &DecodeLimits::default()) {
+            Err(DecodeError::Truncated {
+                format: ImageFormat::Jpeg,
+                ..
+            }) => {}
+            other => panic!(
+                "{w}x{h}: expected Truncated, got {:?}",
+                other.map(|i| (i.width, i.height))
+            ),
+        }
+    }
+    // A progressive photo with its height stretched the same way.
+    let photo = sample("n01443537_goldfish.JPEG");
+    let (_, pw, ph) = probe(&photo).unwrap();
+    let lying = with_frame_size(&photo, pw as u16, (ph * 2) as u16);
+    assert!(decode(&lying, &DecodeLimits::default()).is_err());
+}
