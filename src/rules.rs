@@ -13,6 +13,16 @@ use std::ops::RangeInclusive;
 /// The only API version served (`Version`, `x-acs-version`).
 pub const API_VERSION: &str = "2020-03-20";
 
+/// Most parameters one request may carry (query and form body together). The API's largest
+/// action needs about 25 with every signing parameter; the cap is checked before any is
+/// decoded, so a body of millions of empty pairs costs nothing.
+pub const REQUEST_MAX_PARAMS: usize = 100;
+
+/// Longest error message sent back. Messages quote what the client sent (a key id, the
+/// StringToSign); a request of several megabytes must not come back as an error of the same
+/// size.
+pub const ERROR_MESSAGE_MAX_CHARS: usize = 4096;
+
 /// Every action of API version 2020-03-20 (spec 4).
 pub const KNOWN_ACTIONS: [&str; 7] = [
     "CreateImageDb",

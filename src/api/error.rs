@@ -8,6 +8,7 @@
 use thiserror::Error;
 
 use crate::fetch::{FetchError, FetchErrorKind};
+use crate::rules::ERROR_MESSAGE_MAX_CHARS;
 
 /// Every error a client can receive. `code()` is the exact string the SDKs match on.
 ///
@@ -185,8 +186,18 @@ impl ApiError {
     }
 
     /// The human-readable `Message`.
+    /// The message for the response body, at most `ERROR_MESSAGE_MAX_CHARS` characters:
+    /// a longer one (it quotes a huge parameter) is cut and says how much was left out.
     pub fn message(&self) -> String {
-        self.to_string()
+        let full = self.to_string();
+        match full.char_indices().nth(ERROR_MESSAGE_MAX_CHARS) {
+            None => full,
+            Some((cut, _)) => format!(
+                "{}... ({} more characters not shown)",
+                &full[..cut],
+                full[cut..].chars().count()
+            ),
+        }
     }
 }
 
@@ -296,6 +307,29 @@ mod tests {
         let parts: Vec<&str> = msg.split(':').collect();
         assert_eq!(parts.len(), 2);
         assert_eq!(parts[1], sts);
+    }
+
+    #[test]
+    fn a_huge_echo_is_cut_with_a_note() {
+        // A V1 StringToSign quotes every parameter: megabytes for an 8 MB body.
+        let sts = "P".repeat(29_000_000);
+        let msg = ApiError::SignatureDoesNotMatch {
+            string_to_sign: sts,
+        }
+        .message();
+        assert!(
+            msg.chars().count() < ERROR_MESSAGE_MAX_CHARS + 100,
+            "{}",
+            msg.len()
+        );
+        assert!(msg.starts_with("Specified signature does not match our calculation."));
+        assert!(
+            msg.ends_with("more characters not shown)"),
+            "{}",
+            &msg[msg.len() - 80..]
+        );
+        let key = ApiError::InvalidAccessKeyIdNotFound("k".repeat(5_000_000)).message();
+        assert!(key.len() < ERROR_MESSAGE_MAX_CHARS + 100);
     }
 
     #[test]

@@ -9,6 +9,7 @@
 use thiserror::Error;
 
 use super::error::ApiError;
+use crate::rules::REQUEST_MAX_PARAMS;
 
 /// Why the parameters could not be decoded. Always the client's fault: maps to 400
 /// `InvalidParameter.BadRequest`.
@@ -18,6 +19,8 @@ pub enum ParamsError {
     BadPercentEncoding(ParamSource),
     #[error("a parameter in the {0} is not valid UTF-8 after decoding")]
     NotUtf8(ParamSource),
+    #[error("it carries more than {REQUEST_MAX_PARAMS} parameters")]
+    TooMany,
 }
 
 impl From<ParamsError> for ApiError {
@@ -64,7 +67,12 @@ impl Params {
     /// apply it to query strings too (the SDKs never send a raw `+`: they write `%20`/`%2B`).
     /// A segment without `=` is a name with an empty value; empty segments are skipped.
     pub fn parse(query: &str, form_body: Option<&[u8]>) -> Result<Self, ParamsError> {
-        let mut pairs = Vec::new();
+        // Counted before anything is decoded or allocated.
+        let count = count_pairs(query.as_bytes()) + form_body.map_or(0, count_pairs);
+        if count > REQUEST_MAX_PARAMS {
+            return Err(ParamsError::TooMany);
+        }
+        let mut pairs = Vec::with_capacity(count);
         decode_form(query.as_bytes(), ParamSource::Query, &mut pairs)?;
         if let Some(body) = form_body {
             decode_form(body, ParamSource::Body, &mut pairs)?;
@@ -180,6 +188,14 @@ impl Headers {
     }
 }
 
+/// Non-empty `&`-separated segments: the pairs `decode_form` will make.
+fn count_pairs(input: &[u8]) -> usize {
+    input
+        .split(|&b| b == b'&')
+        .filter(|s| !s.is_empty())
+        .count()
+}
+
 fn decode_form(input: &[u8], source: ParamSource, out: &mut Vec<Param>) -> Result<(), ParamsError> {
     for segment in input.split(|&b| b == b'&') {
         if segment.is_empty() {
@@ -238,6 +254,22 @@ fn hex_val(b: u8) -> Option<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn too_many_parameters_are_refused_before_decoding() {
+        // 4 million empty-valued pairs in an 8 MB body: refused, not decoded.
+        let body = "a=&".repeat(4_000_000);
+        assert_eq!(
+            Params::parse("Action=AddImage", Some(body.as_bytes())),
+            Err(ParamsError::TooMany)
+        );
+        // The cap counts query and body together; empty segments are not pairs.
+        let at_cap = "x=1&".repeat(REQUEST_MAX_PARAMS - 1);
+        let p = Params::parse("Action=A", Some(at_cap.as_bytes())).unwrap();
+        assert_eq!(p.len(), REQUEST_MAX_PARAMS);
+        assert!(Params::parse("Action=A&B=1", Some(at_cap.as_bytes())).is_err());
+        assert_eq!(Params::parse("&&&&a=1&&&", None).unwrap().len(), 1);
+    }
 
     fn pairs(p: &Params) -> Vec<(&str, &str, ParamSource)> {
         p.iter()
