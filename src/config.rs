@@ -103,6 +103,21 @@ pub struct ServeConfig {
     /// Do not serve /metrics at all.
     #[arg(long, env = "IMGSEARCH_NO_METRICS")]
     pub no_metrics: bool,
+    /// Connections open at once; more wait until one closes (keep it well under the
+    /// process's file-descriptor limit, `ulimit -n`).
+    #[arg(long, env = "IMGSEARCH_MAX_CONNECTIONS", default_value_t = 512)]
+    pub max_connections: usize,
+    /// Seconds a client has to send a request's headers; also how long an idle kept-alive
+    /// connection stays open.
+    #[arg(long, env = "IMGSEARCH_HEADER_TIMEOUT_SECS", default_value_t = 30)]
+    pub header_timeout_secs: u64,
+    /// Seconds a request body may stall before 408 (plus one second per 64 KiB received).
+    #[arg(long, env = "IMGSEARCH_BODY_TIMEOUT_SECS", default_value_t = 30)]
+    pub body_timeout_secs: u64,
+    /// On SIGTERM/SIGINT, seconds in-flight requests get to finish before their
+    /// connections are dropped (the index snapshot is written after either way).
+    #[arg(long, env = "IMGSEARCH_SHUTDOWN_GRACE_SECS", default_value_t = 10)]
+    pub shutdown_grace_secs: u64,
     /// Databases with at least this many images are searched with the ANN (HNSW) index,
     /// smaller ones exactly.
     #[arg(long, env = "IMGSEARCH_ANN_THRESHOLD", default_value_t = IndexSettings::DEFAULT_ANN_THRESHOLD)]

@@ -3,11 +3,13 @@
 
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 
+use crate::api::connections::{serve, ConnectionLimits};
 use crate::api::keys::{load_keys_from_env, KeySource};
-use crate::api::server::{metrics_router, router, serve, AppState};
+use crate::api::server::{metrics_router, router, AppState};
 use crate::config::{ModelConfig, ServeConfig};
 use crate::fetch::{FetchConfig, ImageFetcher};
 use crate::service::images::ImageService;
@@ -60,7 +62,7 @@ async fn run_async(model: &ModelConfig, config: ServeConfig) -> anyhow::Result<E
     })?;
     let index_settings = IndexSettings {
         ann_threshold: config.ann_threshold.max(1),
-        snapshot_every: std::time::Duration::from_secs(config.index_snapshot_secs.max(1)),
+        snapshot_every: Duration::from_secs(config.index_snapshot_secs.max(1)),
         ..IndexSettings::in_data_dir(&config.data)
     };
     let service = Arc::new(ImageService::start(
@@ -71,7 +73,15 @@ async fn run_async(model: &ModelConfig, config: ServeConfig) -> anyhow::Result<E
         index_settings,
     )?);
     let metrics_on_main = !config.no_metrics && config.metrics_listen.is_none();
-    let state = Arc::new(AppState::new(service.clone(), keys.store, metrics_on_main));
+    let state = Arc::new(AppState {
+        body_timeout: Duration::from_secs(config.body_timeout_secs.max(1)),
+        ..AppState::new(service.clone(), keys.store, metrics_on_main)
+    });
+    let limits = ConnectionLimits {
+        max_connections: config.max_connections.max(1),
+        header_timeout: Duration::from_secs(config.header_timeout_secs.max(1)),
+        grace: Duration::from_secs(config.shutdown_grace_secs),
+    };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let metrics_task = match config.metrics_listen {
         Some(addr) => {
@@ -85,7 +95,7 @@ async fn run_async(model: &ModelConfig, config: ServeConfig) -> anyhow::Result<E
             let mut rx = stop_rx.clone();
             let app = metrics_router(state.clone());
             Some(tokio::spawn(async move {
-                serve(listener, app, async move {
+                serve(listener, app, limits, async move {
                     let _ = rx.wait_for(|stop| *stop).await;
                 })
                 .await
@@ -102,12 +112,14 @@ async fn run_async(model: &ModelConfig, config: ServeConfig) -> anyhow::Result<E
         config.data.display()
     );
     tracing::info!(%addr, data = %config.data.display(), "listening");
-    serve(listener, router(state.clone()), shutdown_signal()).await?;
+    serve(listener, router(state.clone()), limits, shutdown_signal()).await?;
     let _ = stop_tx.send(true);
     if let Some(task) = metrics_task {
         task.await.context("metrics listener")??;
     }
-    eprintln!("imgsearch: shutting down; in-flight requests finished");
+    eprintln!(
+        "imgsearch: shutting down; in-flight requests finished or dropped; writing index snapshots"
+    );
     tokio::task::spawn_blocking(move || service.snapshot_indexes())
         .await
         .context("writing the index snapshots")?;

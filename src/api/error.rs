@@ -117,6 +117,11 @@ pub enum ApiError {
     #[error("The request body is larger than {limit} bytes, the most this server accepts; images may be at most 2 MB (AddImage) or 3 MB (SearchImage) before base64.")]
     RequestTooLarge { limit: usize },
 
+    /// The request body stopped coming, or came slower than the server accepts (HTTP 408).
+    /// Our own code.
+    #[error("The request body arrived too slowly: {received} bytes in {secs} s. Send the whole body without pausing; the connection is closed.")]
+    RequestTimeout { received: u64, secs: u64 },
+
     /// A path other than the API's `/` and the documented extras (HTTP 404). Our own code.
     #[error("There is nothing at path \"{0}\": the API is served at \"/\"; see also /console, /healthz, /readyz, /metrics.")]
     PathNotFound(String),
@@ -152,6 +157,7 @@ impl ApiError {
             Self::AlgoError(_) => "InternalError.Algo",
             Self::ServiceUnavailable(_) => "ServiceUnavailable",
             Self::RequestTooLarge { .. } => "RequestTooLarge",
+            Self::RequestTimeout { .. } => "RequestTimeout",
             Self::PathNotFound(_) => "InvalidPath.NotFound",
             Self::Internal(_) => "InternalError",
         }
@@ -165,6 +171,7 @@ impl ApiError {
             | Self::InvalidActionNotFound(_)
             | Self::PathNotFound(_) => 404,
             Self::RequestTooLarge { .. } => 413,
+            Self::RequestTimeout { .. } => 408,
             Self::AlgoError(_) => 586,
             Self::ServiceUnavailable(_) => 503,
             Self::Internal(_) => 500,

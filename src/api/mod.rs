@@ -16,6 +16,7 @@
 
 pub mod actions;
 pub mod auth;
+pub mod connections;
 pub mod console;
 pub mod error;
 pub mod keys;

@@ -9,9 +9,8 @@
 //! shutdown: on SIGTERM/SIGINT the listener stops accepting, in-flight requests finish,
 //! then the service (embedder, store) closes.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use axum::body::{Body, Bytes};
 use axum::extract::State;
@@ -45,6 +44,8 @@ pub struct AppState {
     pub metrics: Metrics,
     /// Whether the main router serves `/metrics` (off when disabled or served elsewhere).
     pub metrics_on_main: bool,
+    /// How long a request body may stall (see [`read_body`]).
+    pub body_timeout: Duration,
 }
 
 impl AppState {
@@ -55,9 +56,15 @@ impl AppState {
             nonces: NonceCache::default(),
             metrics: Metrics::default(),
             metrics_on_main,
+            body_timeout: Duration::from_secs(30),
         }
     }
 }
+
+/// The slowest body upload accepted, on average, after the first `body_timeout`: 8 MB take
+/// at most about two minutes. A client slower than this (or one that stops sending) is
+/// answered 408 and its connection closed, instead of holding memory and a slot forever.
+pub const MIN_BODY_BYTES_PER_SEC: u64 = 64 * 1024;
 
 pub fn router(state: Arc<AppState>) -> Router {
     let mut r = Router::new()
@@ -79,20 +86,6 @@ pub fn metrics_router(state: Arc<AppState>) -> Router {
         .route("/metrics", get(metrics))
         .fallback(not_found)
         .with_state(state)
-}
-
-/// Serves until `shutdown` resolves, then waits for in-flight requests.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    app: Router,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
 }
 
 /// Liveness: the process is up and answering.
@@ -153,8 +146,15 @@ fn json_response(status: StatusCode, body: &Value) -> Response {
 /// instead of a reset connection. Beyond this the connection is simply dropped.
 pub const DRAIN_LIMIT_BYTES: u64 = 4 * MAX_BODY_BYTES as u64;
 
-/// Reads the body up to [`MAX_BODY_BYTES`]; a larger one is `RequestTooLarge`.
-async fn read_body(headers: &HeaderMap, mut body: Body) -> Result<Bytes, ApiError> {
+/// Reads the body up to [`MAX_BODY_BYTES`]; a larger one is `RequestTooLarge`. The body
+/// must keep coming: `stall` after the headers plus one second per
+/// [`MIN_BODY_BYTES_PER_SEC`] received, else `RequestTimeout`.
+async fn read_body(
+    headers: &HeaderMap,
+    mut body: Body,
+    stall: Duration,
+) -> Result<Bytes, ApiError> {
+    let started = tokio::time::Instant::now();
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -166,7 +166,18 @@ async fn read_body(headers: &HeaderMap, mut body: Body) -> Result<Bytes, ApiErro
             .map_or(0, |n| usize::try_from(n).unwrap_or(0)),
     );
     let mut total: u64 = 0;
-    while let Some(frame) = body.frame().await {
+    loop {
+        let deadline =
+            started + stall + Duration::from_secs_f64(total as f64 / MIN_BODY_BYTES_PER_SEC as f64);
+        let Ok(frame) = tokio::time::timeout_at(deadline, body.frame()).await else {
+            return Err(ApiError::RequestTimeout {
+                received: total,
+                secs: started.elapsed().as_secs(),
+            });
+        };
+        let Some(frame) = frame else {
+            break;
+        };
         let frame = frame.map_err(|e| {
             ApiError::BadRequest(format!("The request body could not be read: {e}."))
         })?;
@@ -239,7 +250,7 @@ async fn handle(
             e.code(),
         )
     };
-    let body = match read_body(&headers, body).await {
+    let body = match read_body(&headers, body, state.body_timeout).await {
         Ok(b) => b,
         Err(e) => return fail(&e, "", ResponseFormat::Json, None),
     };

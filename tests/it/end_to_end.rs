@@ -2,80 +2,18 @@
 //! subcommands (`db`, `add`, `search`, `import`) and by the library client for the
 //! ImageContent error cases; then `/metrics`, `/healthz` and `/readyz` are scraped.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::path::Path;
-use std::process::{Child, Output, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::process::Output;
+use std::time::Instant;
 
 use base64::Engine as _;
 use imgsearch::remote::client::{Client, ClientError, Endpoint};
 use imgsearch::signing::SignatureStyle;
 
-use crate::common::{bin, sample};
+use crate::common::{bin, sample, start_server, Server};
 
 const KEYS: &str = "AKIDone:secret-one-0123456789,AKIDtwo:secret-two-0123456789";
-
-struct Server {
-    child: Child,
-    addr: String,
-    log: Arc<Mutex<String>>,
-    _data: tempfile::TempDir,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_server() -> Server {
-    let data = tempfile::tempdir().unwrap();
-    let mut child = bin()
-        .args([
-            "--inference-workers",
-            "1",
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-        ])
-        .arg("--data")
-        .arg(data.path())
-        .env("IMGSEARCH_ACCESS_KEYS", KEYS)
-        .env("IMGSEARCH_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let log = Arc::new(Mutex::new(String::new()));
-    let (tx, rx) = std::sync::mpsc::channel();
-    {
-        let log = log.clone();
-        // Drain stderr for the whole run so the server never blocks on a full pipe.
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(rest) = line.strip_prefix("imgsearch listening on http://") {
-                    let addr = rest.split_whitespace().next().unwrap_or("").to_string();
-                    let _ = tx.send(addr);
-                }
-                let mut l = log.lock().unwrap();
-                l.push_str(&line);
-                l.push('\n');
-            }
-        });
-    }
-    let addr = rx
-        .recv_timeout(Duration::from_secs(120))
-        .unwrap_or_else(|_| panic!("server did not start:\n{}", log.lock().unwrap()));
-    Server {
-        child,
-        addr,
-        log,
-        _data: data,
-    }
-}
 
 /// A JPEG of `sample` resized to w×h with the project's own resize.
 fn resized_jpeg(name: &str, w: u32, h: u32) -> Vec<u8> {
@@ -154,7 +92,7 @@ fn api_code(r: Result<serde_json::Value, ClientError>) -> (u16, String, String) 
 #[test]
 fn client_commands_console_extensions_and_operations() {
     let started = Instant::now();
-    let server = start_server();
+    let server = start_server(&[], Some(KEYS));
     let home = tempfile::tempdir().unwrap();
     let work = tempfile::tempdir().unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();

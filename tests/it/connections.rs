@@ -1,0 +1,148 @@
+//! The server under clients that misbehave at the connection level: slow or missing
+//! headers, idle kept-alive connections, a stalled body, more connections than the cap,
+//! and SIGTERM while a client stalls. Each limit is set small by its flag so the test runs
+//! in seconds; the defaults are documented in the README.
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::TcpStream;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::common::start_server;
+
+fn connect(addr: &str) -> TcpStream {
+    let s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s
+}
+
+/// Reads until the server closes the connection or `within` passes; returns what came and
+/// whether it was closed.
+fn read_until_closed(s: &mut TcpStream, within: Duration) -> (String, bool) {
+    let deadline = Instant::now() + within;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return (String::from_utf8_lossy(&got).into(), false);
+        }
+        s.set_read_timeout(Some(left)).unwrap();
+        match s.read(&mut buf) {
+            Ok(0) => return (String::from_utf8_lossy(&got).into(), true),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                return (String::from_utf8_lossy(&got).into(), false)
+            }
+            Err(_) => return (String::from_utf8_lossy(&got).into(), true), // reset
+        }
+    }
+}
+
+const HEALTHZ: &[u8] = b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n";
+
+#[test]
+fn slow_headers_and_idle_keep_alive_connections_are_closed() {
+    let server = start_server(&["--header-timeout-secs", "1"], None);
+    // Headers that never finish.
+    let mut slow = connect(&server.addr);
+    slow.write_all(b"POST / HTTP/1.1\r\nHost: t\r\n").unwrap();
+    // A kept-alive connection after one answered request.
+    let mut idle = connect(&server.addr);
+    idle.write_all(HEALTHZ).unwrap();
+    let mut first = [0u8; 512];
+    let n = idle.read(&mut first).unwrap();
+    assert!(String::from_utf8_lossy(&first[..n]).starts_with("HTTP/1.1 200"));
+    let started = Instant::now();
+    let (_, slow_closed) = read_until_closed(&mut slow, Duration::from_secs(8));
+    assert!(slow_closed, "slow headers still open after 8 s");
+    let (_, idle_closed) = read_until_closed(&mut idle, Duration::from_secs(8));
+    assert!(
+        idle_closed,
+        "idle keep-alive connection still open after 8 s"
+    );
+    assert!(started.elapsed() < Duration::from_secs(8));
+    // The server still answers.
+    let mut fresh = connect(&server.addr);
+    fresh.write_all(HEALTHZ).unwrap();
+    let n = fresh.read(&mut first).unwrap();
+    assert!(String::from_utf8_lossy(&first[..n]).starts_with("HTTP/1.1 200"));
+}
+
+#[test]
+fn a_stalled_body_is_answered_408_and_closed() {
+    let server = start_server(&["--body-timeout-secs", "1"], None);
+    let mut s = connect(&server.addr);
+    s.write_all(
+        b"POST / HTTP/1.1\r\nHost: t\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+          Content-Length: 100000\r\n\r\nAction=AddImage&",
+    )
+    .unwrap();
+    let (answer, closed) = read_until_closed(&mut s, Duration::from_secs(10));
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("RequestTimeout"), "{answer}");
+    assert!(closed, "connection kept open after a 408");
+}
+
+#[test]
+fn connections_beyond_the_cap_wait_for_a_free_slot() {
+    let server = start_server(&["--max-connections", "3"], None);
+    let held: Vec<TcpStream> = (0..3).map(|_| connect(&server.addr)).collect();
+    std::thread::sleep(Duration::from_millis(300)); // let the server accept them
+    let mut waiting = connect(&server.addr); // queued in the listen backlog
+    waiting.write_all(HEALTHZ).unwrap();
+    let (early, _) = read_until_closed(&mut waiting, Duration::from_millis(1500));
+    assert!(early.is_empty(), "answered beyond the cap: {early}");
+    drop(held);
+    let mut buf = [0u8; 512];
+    waiting
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let n = waiting.read(&mut buf).unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+}
+
+#[test]
+fn sigterm_with_a_stalled_client_exits_within_the_grace_period() {
+    let mut server = start_server(
+        &["--shutdown-grace-secs", "1", "--body-timeout-secs", "300"],
+        None,
+    );
+    // A request in flight whose body never completes.
+    let mut stalled = connect(&server.addr);
+    stalled
+        .write_all(b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 1000\r\n\r\nAction=")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let pid = server.child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = server.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "still running 20 s after SIGTERM:\n{}",
+            server.log.lock().unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    // The stderr reader may lag the exit by a moment.
+    let wrote = (0..40).any(|_| {
+        std::thread::sleep(Duration::from_millis(50));
+        server
+            .log
+            .lock()
+            .unwrap()
+            .contains("writing index snapshots")
+    });
+    assert!(wrote, "{}", server.log.lock().unwrap());
+    drop(stalled);
+}
