@@ -118,6 +118,14 @@ pub struct ServeConfig {
     /// connections are dropped (the index snapshot is written after either way).
     #[arg(long, env = "IMGSEARCH_SHUTDOWN_GRACE_SECS", default_value_t = 10)]
     pub shutdown_grace_secs: u64,
+    /// Signature nonces remembered for replay protection, all access keys together (about
+    /// 100 bytes each); beyond it signed requests get 503 until some expire.
+    #[arg(long, env = "IMGSEARCH_NONCE_CAPACITY", default_value_t = crate::api::NonceCache::DEFAULT_CAPACITY)]
+    pub nonce_capacity: usize,
+    /// Signature nonces remembered per access key: one tenant at its quota gets 503, the
+    /// others go on.
+    #[arg(long, env = "IMGSEARCH_NONCES_PER_KEY", default_value_t = crate::api::NonceCache::DEFAULT_PER_KEY)]
+    pub nonces_per_key: usize,
     /// Databases with at least this many images are searched with the ANN (HNSW) index,
     /// smaller ones exactly.
     #[arg(long, env = "IMGSEARCH_ANN_THRESHOLD", default_value_t = IndexSettings::DEFAULT_ANN_THRESHOLD)]

@@ -1,22 +1,29 @@
 //! `imgsearch serve`: opens the store, loads the network, builds the search indexes and
-//! serves the API until SIGTERM/SIGINT, then drains in-flight requests and closes.
+//! the nonce cache, and serves the API until SIGTERM/SIGINT; then drains in-flight requests
+//! (for at most the grace period), saves the live nonces, writes the index snapshots and
+//! closes.
 
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
 
 use crate::api::connections::{serve, ConnectionLimits};
 use crate::api::keys::{load_keys_from_env, KeySource};
 use crate::api::server::{metrics_router, router, AppState};
+use crate::api::NonceCache;
 use crate::config::{ModelConfig, ServeConfig};
 use crate::fetch::{FetchConfig, ImageFetcher};
 use crate::service::images::ImageService;
 use crate::service::list_token::ListTokenKey;
 use crate::service::IndexSettings;
+use crate::signing::unix_seconds;
 use crate::store::{ImageStore, SqliteStore, StoreOptions};
 use crate::vision::embedder::EmbeddingBatcher;
+
+/// The live signature nonces at the last clean shutdown, in the data directory.
+pub const NONCE_FILE: &str = "nonces";
 
 pub fn run(model: &ModelConfig, config: ServeConfig) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -73,8 +80,17 @@ async fn run_async(model: &ModelConfig, config: ServeConfig) -> anyhow::Result<E
         index_settings,
     )?);
     let metrics_on_main = !config.no_metrics && config.metrics_listen.is_none();
+    let nonce_file = config.data.join(NONCE_FILE);
+    let nonces = NonceCache::load(
+        &nonce_file,
+        unix_seconds(SystemTime::now()),
+        config.nonce_capacity,
+        config.nonces_per_key,
+    )
+    .with_context(|| format!("reading {}", nonce_file.display()))?;
     let state = Arc::new(AppState {
         body_timeout: Duration::from_secs(config.body_timeout_secs.max(1)),
+        nonces,
         ..AppState::new(service.clone(), keys.store, metrics_on_main)
     });
     let limits = ConnectionLimits {
@@ -120,6 +136,13 @@ async fn run_async(model: &ModelConfig, config: ServeConfig) -> anyhow::Result<E
     eprintln!(
         "imgsearch: shutting down; in-flight requests finished or dropped; writing index snapshots"
     );
+    // Live nonces carry over a clean restart, so no request of the last window replays.
+    if let Err(e) = state
+        .nonces
+        .save(&nonce_file, unix_seconds(SystemTime::now()))
+    {
+        tracing::error!(error = %e, file = %nonce_file.display(), "saving the nonce cache failed");
+    }
     tokio::task::spawn_blocking(move || service.snapshot_indexes())
         .await
         .context("writing the index snapshots")?;

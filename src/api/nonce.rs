@@ -3,27 +3,40 @@
 //!
 //! A nonce is stored with an expiry = request timestamp + window; past that, a replay is
 //! refused by the timestamp check anyway, so the entry can go. Expired entries are evicted
-//! on every call (amortised O(log n) via a min-heap). When `capacity` live entries exist
-//! and none has expired, new requests are refused with 503 `ServiceUnavailable` rather than
-//! forgetting a nonce (which would reopen replay). The count is global, not per key.
+//! on every call (amortised O(log n) via a min-heap). When a key has `per_key` live
+//! entries, or the cache `capacity` in all, new requests of that key (of every key) are
+//! refused with 503 `ServiceUnavailable` rather than forgetting a nonce, which would reopen
+//! replay. The per-key quota keeps one busy or hostile tenant from locking out the others.
+//!
+//! A nonce is kept as a 128-bit digest, not its text: about 100 bytes per entry with the
+//! map and heap, whatever the nonce's length (1M entries: ~100 MB).
+//!
+//! Persistence: [`NonceCache::save`] at shutdown and [`NonceCache::load`] at start carry the
+//! live nonces over a clean restart. After a crash the last window's nonces are lost, so a
+//! request signed in the 15 minutes before it could be replayed once (docs/security notes).
 //!
 //! Not here: signature checks. Call [`NonceCache::check_and_insert`] only after the
-//! signature verified, or anyone could burn nonces. Not persistent: after a restart a
-//! request signed in the last window could be replayed once (documented limitation).
+//! signature verified, or anyone could burn nonces.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
+use std::io::Write as _;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 
+use sha2::{Digest, Sha256};
 use thiserror::Error;
 
 use super::error::ApiError;
+use crate::signing::{hex, unhex};
 
 /// Why a nonce was refused.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum NonceError {
     #[error("signature nonce already used")]
     Used,
+    #[error("this access key has {per_key} live nonces")]
+    KeyFull { per_key: usize },
     #[error("nonce cache is full ({capacity} live entries)")]
     Full { capacity: usize },
 }
@@ -32,6 +45,10 @@ impl From<NonceError> for ApiError {
     fn from(e: NonceError) -> Self {
         match e {
             NonceError::Used => ApiError::SignatureNonceUsed,
+            NonceError::KeyFull { per_key } => ApiError::ServiceUnavailable(format!(
+                "This AccessKeyId has sent more signed requests than the server remembers for \
+                 replay protection per key ({per_key} within the timestamp window); retry later."
+            )),
             NonceError::Full { capacity } => ApiError::ServiceUnavailable(format!(
                 "The service is receiving more signed requests than it can remember for replay \
                  protection ({capacity} within the timestamp window); retry later."
@@ -40,32 +57,51 @@ impl From<NonceError> for ApiError {
     }
 }
 
-/// (access key id, nonce): nonces are scoped per key, so tenants cannot collide.
-type Key = Arc<(String, String)>;
+/// A nonce as stored: the first 128 bits of its SHA-256.
+type NonceDigest = u128;
+
+fn digest(nonce: &str) -> NonceDigest {
+    let d = Sha256::digest(nonce.as_bytes());
+    let mut first = [0u8; 16];
+    first.copy_from_slice(&d[..16]);
+    u128::from_le_bytes(first)
+}
+
+/// One live entry: (access key id, nonce digest); key ids are shared, one `Arc` per key.
+type Entry = (Arc<str>, NonceDigest);
 
 #[derive(Default)]
 struct Inner {
     /// Live nonces and their expiry (unix seconds).
-    live: HashMap<Key, i64>,
+    live: HashMap<Entry, i64>,
     /// The same entries ordered by expiry, soonest first, for cheap eviction.
-    by_expiry: BinaryHeap<Reverse<(i64, Key)>>,
+    by_expiry: BinaryHeap<Reverse<(i64, Entry)>>,
+    /// Live entries per access key (keys with none are removed).
+    per_key: HashMap<Arc<str>, usize>,
 }
 
 /// Thread-safe bounded nonce store. Share one per server (e.g. in an `Arc`).
 pub struct NonceCache {
     inner: Mutex<Inner>,
     capacity: usize,
+    per_key: usize,
 }
 
 impl NonceCache {
-    /// Default cap on live entries: ~1M nonces of 32 chars is on the order of 200 MB at worst.
+    /// Default cap on live entries, all keys together (~100 MB at most).
     pub const DEFAULT_CAPACITY: usize = 1_000_000;
+    /// Default cap per access key: 200,000 requests within the window (over 100 per second
+    /// sustained), so five keys at their cap still leave room.
+    pub const DEFAULT_PER_KEY: usize = 200_000;
 
-    /// A cache holding at most `capacity` live nonces (at least 1).
-    pub fn new(capacity: usize) -> Self {
+    /// A cache holding at most `capacity` live nonces, `per_key` of them for one access key
+    /// (each at least 1, `per_key` at most `capacity`).
+    pub fn new(capacity: usize, per_key: usize) -> Self {
+        let capacity = capacity.max(1);
         NonceCache {
             inner: Mutex::new(Inner::default()),
-            capacity: capacity.max(1),
+            capacity,
+            per_key: per_key.clamp(1, capacity),
         }
     }
 
@@ -84,7 +120,7 @@ impl NonceCache {
 
     /// Records `nonce` for `access_key_id` until `expires_at` (unix seconds, inclusive),
     /// first evicting whatever expired before `now`. Fails if it is already live, or if the
-    /// cache is full of live entries.
+    /// key's quota or the whole cache is full of live entries.
     pub fn check_and_insert(
         &self,
         access_key_id: &str,
@@ -92,20 +128,85 @@ impl NonceCache {
         expires_at: i64,
         now: i64,
     ) -> Result<(), NonceError> {
+        let d = digest(nonce);
         let mut inner = self.lock();
         inner.evict_expired(now);
-        let key: Key = Arc::new((access_key_id.to_owned(), nonce.to_owned()));
-        if inner.live.contains_key(&key) {
+        let key: Arc<str> = match inner.per_key.get_key_value(access_key_id) {
+            Some((k, _)) => k.clone(),
+            None => Arc::from(access_key_id),
+        };
+        let entry = (key, d);
+        if inner.live.contains_key(&entry) {
             return Err(NonceError::Used);
+        }
+        if inner.per_key.get(access_key_id).copied().unwrap_or(0) >= self.per_key {
+            return Err(NonceError::KeyFull {
+                per_key: self.per_key,
+            });
         }
         if inner.live.len() >= self.capacity {
             return Err(NonceError::Full {
                 capacity: self.capacity,
             });
         }
-        inner.live.insert(Arc::clone(&key), expires_at);
-        inner.by_expiry.push(Reverse((expires_at, key)));
+        inner.insert(entry, expires_at);
         Ok(())
+    }
+
+    /// Writes the live entries to `path` (atomically: a temporary file, fsynced, renamed).
+    pub fn save(&self, path: &Path, now: i64) -> std::io::Result<usize> {
+        let mut out = String::new();
+        let count = {
+            let mut inner = self.lock();
+            inner.evict_expired(now);
+            for ((key, d), expiry) in &inner.live {
+                out.push_str(&format!("{expiry} {d:032x} {}\n", hex(key.as_bytes())));
+            }
+            inner.live.len()
+        };
+        let tmp = path.with_extension("part");
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(out.as_bytes())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        Ok(count)
+    }
+
+    /// A cache with the entries `save` wrote to `path` that are still live at `now` (an
+    /// empty one when there is no file). Lines it cannot read are skipped: the file only
+    /// ever makes the cache remember more.
+    pub fn load(path: &Path, now: i64, capacity: usize, per_key: usize) -> std::io::Result<Self> {
+        let cache = Self::new(capacity, per_key);
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(cache),
+            Err(e) => return Err(e),
+        };
+        {
+            let mut inner = cache.lock();
+            for line in text.lines() {
+                let mut f = line.split(' ');
+                let (Some(expiry), Some(d), Some(key)) = (f.next(), f.next(), f.next()) else {
+                    continue;
+                };
+                let (Ok(expiry), Ok(d), Some(key)) = (
+                    expiry.parse::<i64>(),
+                    u128::from_str_radix(d, 16),
+                    unhex(key).and_then(|k| String::from_utf8(k).ok()),
+                ) else {
+                    continue;
+                };
+                if expiry < now || inner.live.len() >= cache.capacity {
+                    continue;
+                }
+                let key: Arc<str> = match inner.per_key.get_key_value(key.as_str()) {
+                    Some((k, _)) => k.clone(),
+                    None => Arc::from(key),
+                };
+                inner.insert((key, d), expiry);
+            }
+        }
+        Ok(cache)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -119,18 +220,35 @@ impl NonceCache {
 
 impl Default for NonceCache {
     fn default() -> Self {
-        Self::new(Self::DEFAULT_CAPACITY)
+        Self::new(Self::DEFAULT_CAPACITY, Self::DEFAULT_PER_KEY)
     }
 }
 
 impl Inner {
+    fn insert(&mut self, entry: Entry, expires_at: i64) {
+        if self.live.insert(entry.clone(), expires_at).is_none() {
+            *self.per_key.entry(entry.0.clone()).or_insert(0) += 1;
+        }
+        self.by_expiry.push(Reverse((expires_at, entry)));
+    }
+
     fn evict_expired(&mut self, now: i64) {
         while let Some(Reverse((expiry, _))) = self.by_expiry.peek() {
             if *expiry >= now {
                 break;
             }
-            if let Some(Reverse((_, key))) = self.by_expiry.pop() {
-                self.live.remove(&key);
+            let Some(Reverse((expiry, entry))) = self.by_expiry.pop() else {
+                break;
+            };
+            // Only if the live entry is this one (not re-inserted with a later expiry).
+            if self.live.get(&entry) == Some(&expiry) {
+                self.live.remove(&entry);
+                if let Some(n) = self.per_key.get_mut(&entry.0) {
+                    *n -= 1;
+                    if *n == 0 {
+                        self.per_key.remove(&entry.0);
+                    }
+                }
             }
         }
     }
@@ -142,7 +260,7 @@ mod tests {
 
     #[test]
     fn replay_within_expiry_is_refused_and_allowed_after() {
-        let c = NonceCache::new(10);
+        let c = NonceCache::new(10, 10);
         assert_eq!(c.check_and_insert("AK", "n1", 100, 50), Ok(()));
         assert_eq!(
             c.check_and_insert("AK", "n1", 100, 60),
@@ -160,7 +278,7 @@ mod tests {
 
     #[test]
     fn nonces_are_scoped_per_access_key() {
-        let c = NonceCache::new(10);
+        let c = NonceCache::new(10, 10);
         assert_eq!(c.check_and_insert("AK1", "n", 100, 0), Ok(()));
         assert_eq!(c.check_and_insert("AK2", "n", 100, 0), Ok(()));
         assert_eq!(
@@ -171,7 +289,7 @@ mod tests {
 
     #[test]
     fn eviction_removes_only_expired_entries_in_any_insertion_order() {
-        let c = NonceCache::new(100);
+        let c = NonceCache::new(100, 100);
         for (i, exp) in [50, 10, 40, 20, 30].iter().enumerate() {
             c.check_and_insert("AK", &format!("n{i}"), *exp, 0).unwrap();
         }
@@ -187,10 +305,10 @@ mod tests {
 
     #[test]
     fn full_cache_refuses_with_503_instead_of_forgetting() {
-        let c = NonceCache::new(2);
+        let c = NonceCache::new(2, 2);
         c.check_and_insert("AK", "a", 100, 0).unwrap();
-        c.check_and_insert("AK", "b", 100, 0).unwrap();
-        let err = c.check_and_insert("AK", "c", 100, 0).unwrap_err();
+        c.check_and_insert("AK2", "b", 100, 0).unwrap();
+        let err = c.check_and_insert("AK3", "c", 100, 0).unwrap_err();
         assert_eq!(err, NonceError::Full { capacity: 2 });
         let api: ApiError = err.into();
         assert_eq!((api.code(), api.http_status()), ("ServiceUnavailable", 503));
@@ -203,7 +321,7 @@ mod tests {
 
     #[test]
     fn concurrent_inserts_of_one_nonce_admit_exactly_one() {
-        let c = Arc::new(NonceCache::new(1000));
+        let c = Arc::new(NonceCache::new(1000, 1000));
         let handles: Vec<_> = (0..8)
             .map(|_| {
                 let c = Arc::clone(&c);
@@ -216,5 +334,68 @@ mod tests {
             .filter(|&ok| ok)
             .count();
         assert_eq!(ok, 1);
+    }
+
+    #[test]
+    fn one_key_at_its_quota_does_not_lock_out_the_others() {
+        let c = NonceCache::new(100, 5);
+        for i in 0..5 {
+            c.check_and_insert("busy", &format!("n{i}"), 1000, 0)
+                .unwrap();
+        }
+        assert_eq!(
+            c.check_and_insert("busy", "n5", 1000, 0),
+            Err(NonceError::KeyFull { per_key: 5 })
+        );
+        // A replay is still a replay, not "full".
+        assert_eq!(
+            c.check_and_insert("busy", "n0", 1000, 0),
+            Err(NonceError::Used)
+        );
+        for i in 0..5 {
+            c.check_and_insert("quiet", &format!("n{i}"), 1000, 0)
+                .unwrap();
+        }
+        // The busy key's quota frees as its nonces expire.
+        c.check_and_insert("busy", "late", 2000, 0).unwrap_err();
+        assert_eq!(c.check_and_insert("busy", "late", 3000, 1001), Ok(()));
+        assert_eq!(c.len(), 1);
+        let api: ApiError = NonceError::KeyFull { per_key: 5 }.into();
+        assert_eq!((api.code(), api.http_status()), ("ServiceUnavailable", 503));
+    }
+
+    #[test]
+    fn long_nonces_cost_no_more_than_short_ones() {
+        let c = NonceCache::new(10, 10);
+        let long = "x".repeat(256);
+        c.check_and_insert("AK", &long, 100, 0).unwrap();
+        assert_eq!(
+            c.check_and_insert("AK", &long, 100, 0),
+            Err(NonceError::Used)
+        );
+        assert_eq!(c.check_and_insert("AK", &"x".repeat(255), 100, 0), Ok(()));
+    }
+
+    #[test]
+    fn live_nonces_survive_a_save_and_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nonces");
+        let c = NonceCache::new(100, 100);
+        c.check_and_insert("AK one", "n1", 1000, 0).unwrap();
+        c.check_and_insert("AK2", "n2", 50, 0).unwrap(); // expired by load time
+        assert_eq!(c.save(&path, 10).unwrap(), 2);
+        let loaded = NonceCache::load(&path, 100, 100, 100).unwrap();
+        assert_eq!(loaded.len(), 1);
+        assert_eq!(
+            loaded.check_and_insert("AK one", "n1", 1000, 100),
+            Err(NonceError::Used)
+        );
+        assert_eq!(loaded.check_and_insert("AK2", "n2", 1000, 100), Ok(()));
+        // No file: an empty cache; a damaged line is skipped.
+        assert!(NonceCache::load(&dir.path().join("none"), 0, 10, 10)
+            .unwrap()
+            .is_empty());
+        std::fs::write(&path, "garbage\n2000 zz 414b\n").unwrap();
+        assert!(NonceCache::load(&path, 0, 10, 10).unwrap().is_empty());
     }
 }

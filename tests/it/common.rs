@@ -27,8 +27,12 @@ pub struct Server {
     pub child: Child,
     pub addr: String,
     pub log: Arc<Mutex<String>>,
-    _data: tempfile::TempDir,
+    /// Removed when the server is dropped, unless the caller supplied the directory.
+    _data: Option<tempfile::TempDir>,
 }
+
+/// The test key pair used when a test does not bring its own.
+pub const TEST_KEY: (&str, &str) = ("AKIDtest", "secret-test-0123456789");
 
 impl Drop for Server {
     fn drop(&mut self) {
@@ -37,9 +41,18 @@ impl Drop for Server {
     }
 }
 
-/// Starts the server with `extra` serve flags and, when given, `IMGSEARCH_ACCESS_KEYS`.
+/// Starts the server with `extra` serve flags and, when given, `IMGSEARCH_ACCESS_KEYS`
+/// (else [`TEST_KEY`]), on a fresh data directory.
 pub fn start_server(extra: &[&str], keys: Option<&str>) -> Server {
     let data = tempfile::tempdir().unwrap();
+    let mut server = start_server_in(data.path(), extra, keys);
+    server._data = Some(data);
+    server
+}
+
+/// As [`start_server`], on the data directory `data` (kept afterwards).
+pub fn start_server_in(data: &std::path::Path, extra: &[&str], keys: Option<&str>) -> Server {
+    let default_keys = format!("{}:{}", TEST_KEY.0, TEST_KEY.1);
     let mut child = bin()
         .args([
             "--inference-workers",
@@ -50,11 +63,8 @@ pub fn start_server(extra: &[&str], keys: Option<&str>) -> Server {
         ])
         .args(extra)
         .arg("--data")
-        .arg(data.path())
-        .env(
-            "IMGSEARCH_ACCESS_KEYS",
-            keys.unwrap_or("AKIDtest:secret-test-0123456789"),
-        )
+        .arg(data)
+        .env("IMGSEARCH_ACCESS_KEYS", keys.unwrap_or(&default_keys))
         .env("IMGSEARCH_LOG", "info")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -85,6 +95,31 @@ pub fn start_server(extra: &[&str], keys: Option<&str>) -> Server {
         child,
         addr,
         log,
-        _data: data,
+        _data: None,
+    }
+}
+
+impl Server {
+    /// SIGTERM, then waits up to 30 s for a successful exit.
+    pub fn stop(&mut self) {
+        let pid = self.child.id().to_string();
+        assert!(Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success());
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                assert!(status.success(), "{status}\n{}", self.log.lock().unwrap());
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "still running 30 s after SIGTERM:\n{}",
+                self.log.lock().unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 }

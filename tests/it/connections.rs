@@ -8,7 +8,12 @@ use std::net::TcpStream;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::common::start_server;
+use imgsearch::rules::API_VERSION;
+use imgsearch::signing::{
+    format_timestamp, percent_encode, unix_seconds, v1_signature, v1_string_to_sign,
+};
+
+use crate::common::{start_server, start_server_in, TEST_KEY};
 
 fn connect(addr: &str) -> TcpStream {
     let s = TcpStream::connect(addr).unwrap();
@@ -145,4 +150,54 @@ fn sigterm_with_a_stalled_client_exits_within_the_grace_period() {
     });
     assert!(wrote, "{}", server.log.lock().unwrap());
     drop(stalled);
+}
+
+/// A V1-signed `ListImageDbs` GET with a fixed nonce, as raw HTTP/1.1 bytes.
+fn signed_list_request(nonce: &str) -> Vec<u8> {
+    let timestamp = format_timestamp(unix_seconds(std::time::SystemTime::now()));
+    let mut pairs = vec![
+        ("Action", "ListImageDbs"),
+        ("Version", API_VERSION),
+        ("AccessKeyId", TEST_KEY.0),
+        ("SignatureMethod", "HMAC-SHA1"),
+        ("SignatureVersion", "1.0"),
+        ("SignatureNonce", nonce),
+        ("Timestamp", timestamp.as_str()),
+        ("Format", "JSON"),
+    ];
+    let signature = v1_signature(TEST_KEY.1, &v1_string_to_sign("GET", pairs.iter().copied()));
+    pairs.push(("Signature", &signature));
+    let query: Vec<String> = pairs
+        .iter()
+        .map(|(k, v)| format!("{}={}", percent_encode(k), percent_encode(v)))
+        .collect();
+    format!(
+        "GET /?{} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+        query.join("&")
+    )
+    .into_bytes()
+}
+
+fn send(addr: &str, request: &[u8]) -> String {
+    let mut s = connect(addr);
+    s.write_all(request).unwrap();
+    read_until_closed(&mut s, Duration::from_secs(10)).0
+}
+
+#[test]
+fn a_request_cannot_be_replayed_after_a_clean_restart() {
+    let data = tempfile::tempdir().unwrap();
+    let request = signed_list_request("replay-me-0123456789abcdef");
+    let mut first = start_server_in(data.path(), &[], None);
+    let answer = send(&first.addr, &request);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let replay = send(&first.addr, &request);
+    assert!(replay.contains("SignatureNonceUsed"), "{replay}");
+    first.stop();
+    let second = start_server_in(data.path(), &[], None);
+    let replay = send(&second.addr, &request);
+    assert!(
+        replay.contains("SignatureNonceUsed"),
+        "replayed after a restart: {replay}"
+    );
 }

@@ -794,7 +794,7 @@ fn oversized_nonce_is_refused() {
 
 #[test]
 fn full_nonce_cache_answers_503() {
-    let n = NonceCache::new(1);
+    let n = NonceCache::new(1, 1);
     run_v1(&v1("SECRET", &[]), &n, at(NOW)).unwrap();
     let req = v1("SECRET", &[("SignatureNonce", Some("nonce-2"))]);
     let (c, s, _) = code(run_v1(&req, &n, at(NOW)));
