@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use serde_json::json;
 
-use super::{list_images, repo_root, round1};
+use super::{list_images, repo_root, round1, scratch_dir};
 use crate::config::ModelConfig;
 use crate::vision::decode::DecodeLimits;
 use crate::vision::embedder::EmbeddingBatcher;
@@ -42,8 +42,8 @@ pub struct EmbedBench {
 pub fn run(config: &ModelConfig, b: EmbedBench) -> anyhow::Result<ExitCode> {
     let files = config.files()?;
     let graph = build_graph(&files.weights)?;
-    let graph_path =
-        std::env::temp_dir().join(format!("imgsearch-bench-{}.onnx", std::process::id()));
+    let scratch = scratch_dir("embed", None)?;
+    let graph_path = scratch.path().join("efficientnet-lite0.onnx");
     std::fs::write(&graph_path, &graph)?;
     let peer_python = if b.no_peer {
         None
@@ -96,7 +96,6 @@ pub fn run(config: &ModelConfig, b: EmbedBench) -> anyhow::Result<ExitCode> {
         eprintln!("{row}");
         rows.push(row);
     }
-    let _ = std::fs::remove_file(&graph_path);
     println!(
         "| threads | network alone (img/s) | ONNX Runtime (img/s) | ratio | end-to-end, 1 session × N threads (img/s) | end-to-end, N sessions × 1 thread (img/s) |"
     );

@@ -12,7 +12,7 @@ use std::time::Instant;
 use anyhow::{bail, Context};
 use serde_json::json;
 
-use super::resident_bytes;
+use super::{resident_bytes, scratch_dir};
 use crate::embedding::l2_normalize;
 use crate::index::ann::{AnnIndex, AnnOptions};
 use crate::index::{rerank, Hit};
@@ -105,7 +105,8 @@ pub fn run(b: IndexBench) -> anyhow::Result<ExitCode> {
 
     // Persist, drop, and load it back the way the server starts: the RAM figure is the
     // resident-memory growth of loading it, the file size is what the disk holds.
-    let path = std::env::temp_dir().join(format!("imgsearch-bench-{}.usearch", std::process::id()));
+    let scratch = scratch_dir("index", None)?;
+    let path = scratch.path().join("graph.usearch");
     ann.save(&path)?;
     let file_bytes = std::fs::metadata(&path)?.len();
     drop(ann);
@@ -116,7 +117,6 @@ pub fn run(b: IndexBench) -> anyhow::Result<ExitCode> {
     let rss_growth = resident_bytes()
         .zip(rss_before)
         .map(|(a, b)| a.saturating_sub(b));
-    let _ = std::fs::remove_file(&path);
 
     // Ground truth by exact search, queries spread over every core.
     let exact_start = Instant::now();

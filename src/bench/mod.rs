@@ -76,6 +76,16 @@ fn list_images(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     Ok(files)
 }
 
+/// A scratch directory for a bench, inside `parent` (else the system's temporary directory),
+/// removed when dropped, also when the bench fails.
+fn scratch_dir(name: &str, parent: Option<&Path>) -> anyhow::Result<tempfile::TempDir> {
+    let parent = parent.map_or_else(std::env::temp_dir, Path::to_path_buf);
+    tempfile::Builder::new()
+        .prefix(&format!("imgsearch-bench-{name}-"))
+        .tempdir_in(&parent)
+        .with_context(|| format!("creating a scratch directory in {}", parent.display()))
+}
+
 /// The process's resident set size (Linux `/proc/self/statm`), `None` elsewhere.
 fn resident_bytes() -> Option<u64> {
     let statm = std::fs::read_to_string("/proc/self/statm").ok()?;

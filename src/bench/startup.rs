@@ -15,7 +15,7 @@ use anyhow::Context;
 use serde_json::json;
 
 use super::index::clustered;
-use super::{resident_bytes, vector_only};
+use super::{resident_bytes, scratch_dir, vector_only};
 use crate::embedding::EMBEDDING_DIM;
 use crate::service::registry::DbIndexes;
 use crate::service::IndexSettings;
@@ -33,14 +33,10 @@ pub struct StartupBench {
 }
 
 pub fn run(b: StartupBench) -> anyhow::Result<ExitCode> {
-    let temp = b.dir.is_none();
-    let dir = b.dir.clone().unwrap_or_else(|| {
-        std::env::temp_dir().join(format!("imgsearch-bench-startup-{}", std::process::id()))
-    });
-    let result = measure(&b, &dir);
-    if temp {
-        let _ = std::fs::remove_dir_all(&dir);
-    }
+    let result = match &b.dir {
+        Some(dir) => measure(&b, dir),
+        None => measure(&b, scratch_dir("startup", None)?.path()),
+    };
     println!("{}", result?);
     Ok(ExitCode::SUCCESS)
 }

@@ -11,14 +11,14 @@ use std::time::Instant;
 use anyhow::Context;
 use serde_json::json;
 
-use super::{round1, vector_only};
+use super::{round1, scratch_dir, vector_only};
 use crate::embedding::EMBEDDING_DIM;
 use crate::store::{DbRef, ImageStore, NewImage, SqliteStore};
 
 #[derive(Debug, clap::Args)]
 pub struct StoreBench {
-    /// Scratch directory for the store (created, and removed afterwards). Put it on the disk
-    /// you want measured: the figure is mostly its fsync latency.
+    /// Where the scratch store goes (a temporary directory inside it, removed afterwards).
+    /// Put it on the disk you want measured: the figure is mostly its fsync latency.
     #[arg(long)]
     dir: Option<PathBuf>,
     /// Adds per thread-count round.
@@ -27,12 +27,8 @@ pub struct StoreBench {
 }
 
 pub fn run(b: StoreBench) -> anyhow::Result<ExitCode> {
-    let dir = b.dir.clone().unwrap_or_else(|| {
-        std::env::temp_dir().join(format!("imgsearch-bench-store-{}", std::process::id()))
-    });
-    let result = measure(&b, &dir);
-    let _ = std::fs::remove_dir_all(&dir);
-    println!("{}", result?);
+    let scratch = scratch_dir("store", b.dir.as_deref())?;
+    println!("{}", measure(&b, scratch.path())?);
     Ok(ExitCode::SUCCESS)
 }
 

@@ -81,10 +81,10 @@ pub(super) fn service_latency(
     use crate::vision::embedder::EmbeddingBatcher;
     use std::sync::Arc;
 
-    let dir = std::env::temp_dir().join(format!("imgsearch-bench-quality-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let scratch = crate::bench::scratch_dir("quality", None)?;
+    let dir = scratch.path();
     let result = (|| -> anyhow::Result<serde_json::Value> {
-        let store = SqliteStore::open(&dir)?;
+        let store = SqliteStore::open(dir)?;
         let dbref = DbRef::new("bench", "quality");
         store.create_db(dbref)?;
         let mut rng = Rng::new(11);
@@ -131,7 +131,7 @@ pub(super) fn service_latency(
             ImageFetcher::new(FetchConfig::default())?,
             embedder,
             ListTokenKey::generate()?,
-            IndexSettings::in_data_dir(&dir),
+            IndexSettings::in_data_dir(dir),
         )?;
         // Query files.
         let mut plain = Vec::new();
@@ -183,6 +183,5 @@ pub(super) fn service_latency(
             "with_margins_p90": t90,
         }))
     })();
-    let _ = std::fs::remove_dir_all(&dir);
     result
 }
