@@ -118,6 +118,17 @@ pub struct ServeConfig {
     /// connections are dropped (the index snapshot is written after either way).
     #[arg(long, env = "IMGSEARCH_SHUTDOWN_GRACE_SECS", default_value_t = 10)]
     pub shutdown_grace_secs: u64,
+    /// Image requests (AddImage, SearchImage) in progress at once; more get 503 at once,
+    /// uploads before their body is read. Bounds memory: about 20 MB each at worst.
+    #[arg(long, env = "IMGSEARCH_MAX_IMAGE_REQUESTS", default_value_t = 16)]
+    pub max_image_requests: usize,
+    /// Image requests in progress for one access key (one tenant cannot take every slot).
+    #[arg(
+        long,
+        env = "IMGSEARCH_MAX_IMAGE_REQUESTS_PER_KEY",
+        default_value_t = 8
+    )]
+    pub max_image_requests_per_key: usize,
     /// Signature nonces remembered for replay protection, all access keys together (about
     /// 100 bytes each); beyond it signed requests get 503 until some expire.
     #[arg(long, env = "IMGSEARCH_NONCE_CAPACITY", default_value_t = crate::api::NonceCache::DEFAULT_CAPACITY)]

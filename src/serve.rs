@@ -9,6 +9,7 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
 
+use crate::api::admission::{Admission, AdmissionLimits};
 use crate::api::connections::{serve, ConnectionLimits};
 use crate::api::keys::{load_keys_from_env, KeySource};
 use crate::api::server::{metrics_router, router, AppState};
@@ -91,6 +92,10 @@ async fn run_async(model: &ModelConfig, config: ServeConfig) -> anyhow::Result<E
     let state = Arc::new(AppState {
         body_timeout: Duration::from_secs(config.body_timeout_secs.max(1)),
         nonces,
+        admission: Admission::new(AdmissionLimits {
+            max_in_flight: config.max_image_requests,
+            max_in_flight_per_key: config.max_image_requests_per_key,
+        }),
         ..AppState::new(service.clone(), keys.store, metrics_on_main)
     });
     let limits = ConnectionLimits {

@@ -15,6 +15,7 @@
 //! Not here: routing, TLS, business parameter validation, storage, the model.
 
 pub mod actions;
+pub mod admission;
 pub mod auth;
 pub mod connections;
 pub mod console;

@@ -23,6 +23,7 @@ use serde_json::{json, Value};
 use tracing::Instrument as _;
 
 use super::actions::dispatch;
+use super::admission::{Admission, AdmissionLimits};
 use super::auth::{authenticate, RequestParts};
 use super::console;
 use super::error::ApiError;
@@ -46,6 +47,8 @@ pub struct AppState {
     pub metrics_on_main: bool,
     /// How long a request body may stall (see [`read_body`]).
     pub body_timeout: Duration,
+    /// Image work in progress, in total and per key.
+    pub admission: Admission,
 }
 
 impl AppState {
@@ -57,6 +60,7 @@ impl AppState {
             metrics: Metrics::default(),
             metrics_on_main,
             body_timeout: Duration::from_secs(30),
+            admission: Admission::new(AdmissionLimits::default()),
         }
     }
 }
@@ -146,6 +150,21 @@ fn json_response(status: StatusCode, body: &Value) -> Response {
 /// instead of a reset connection. Beyond this the connection is simply dropped.
 pub const DRAIN_LIMIT_BYTES: u64 = 4 * MAX_BODY_BYTES as u64;
 
+/// `Content-Length`, when given and a number.
+fn declared_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+}
+
+fn is_chunked(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::TRANSFER_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"))
+}
+
 /// Reads the body up to [`MAX_BODY_BYTES`]; a larger one is `RequestTooLarge`. The body
 /// must keep coming: `stall` after the headers plus one second per
 /// [`MIN_BODY_BYTES_PER_SEC`] received, else `RequestTimeout`.
@@ -155,10 +174,7 @@ async fn read_body(
     stall: Duration,
 ) -> Result<Bytes, ApiError> {
     let started = tokio::time::Instant::now();
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok());
+    let declared = declared_length(headers);
     let mut over = declared.is_some_and(|n| n > MAX_BODY_BYTES as u64);
     let mut buf: Vec<u8> = Vec::with_capacity(
         declared
@@ -250,6 +266,15 @@ async fn handle(
             e.code(),
         )
     };
+    // An upload needs a slot before its body is read: refusing it costs nothing then.
+    let upload = if Admission::is_upload(declared_length(&headers), is_chunked(&headers)) {
+        match state.admission.admit_upload() {
+            Ok(slot) => Some(slot),
+            Err(e) => return fail(&e, "", ResponseFormat::Json, None),
+        }
+    } else {
+        None
+    };
     let body = match read_body(&headers, body, state.body_timeout).await {
         Ok(b) => b,
         Err(e) => return fail(&e, "", ResponseFormat::Json, None),
@@ -296,6 +321,15 @@ async fn handle(
         Err(e) => return fail(&e, &host_id, format, claimed_action),
     };
     tracing::debug!(action = %auth.action, tenant = %auth.tenant_id(), "authenticated");
+    let _ticket = if Admission::is_image_action(&auth.action) {
+        match state.admission.admit(auth.tenant_id(), upload) {
+            Ok(ticket) => Some(ticket),
+            Err(e) => return fail(&e, &host_id, format, Some(auth.action)),
+        }
+    } else {
+        drop(upload);
+        None
+    };
     match dispatch(&state.service, auth.tenant_id(), &auth.action, &auth.params).await {
         Ok(data) => {
             let mut body = json!({ "RequestId": request_id });

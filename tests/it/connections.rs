@@ -201,3 +201,35 @@ fn a_request_cannot_be_replayed_after_a_clean_restart() {
         "replayed after a restart: {replay}"
     );
 }
+
+#[test]
+fn a_saturated_server_refuses_an_upload_before_reading_its_body() {
+    let server = start_server(&["--max-image-requests", "1"], None);
+    let upload_headers =
+        b"POST / HTTP/1.1\r\nHost: t\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+          Content-Length: 3000000\r\n\r\n";
+    // The one slot, held by an upload whose body is still coming.
+    let mut first = connect(&server.addr);
+    first.write_all(upload_headers).unwrap();
+    first.write_all(b"Action=AddImage&ImageContent=").unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    // The next upload is refused from its headers alone, at once.
+    let started = Instant::now();
+    let mut second = connect(&server.addr);
+    second.write_all(upload_headers).unwrap();
+    let (answer, _) = read_until_closed(&mut second, Duration::from_secs(5));
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(answer.contains("ServiceUnavailable"), "{answer}");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    // Small requests are not image work and still go through.
+    let mut health = connect(&server.addr);
+    health.write_all(HEALTHZ).unwrap();
+    let mut buf = [0u8; 256];
+    let n = health.read(&mut buf).unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    drop(first);
+}
