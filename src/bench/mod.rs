@@ -1,6 +1,6 @@
-//! Benchmarks and research measurements: `imgsearch bench embed | quality | index | startup |
-//! store | preprocess`. Each prints JSON (and a table where one helps) to quote in the README
-//! or `docs/benchmarks.md` with the machine and its load.
+//! Benchmarks and research measurements: `imgsearch bench embed | quality | index |
+//! startup | store | preprocess | overload`. Each prints JSON (and a table where one helps)
+//! to quote in the README or `docs/benchmarks.md` with the machine and its load.
 //!
 //! Not part of the server: nothing outside this module imports it, and it is compiled only
 //! with the cargo feature `bench` (on by default), so `--no-default-features` builds the
@@ -9,6 +9,7 @@
 
 mod embed;
 mod index;
+mod overload;
 mod preprocess;
 mod quality;
 mod startup;
@@ -36,6 +37,8 @@ pub enum BenchCommand {
     Store(store::StoreBench),
     /// Single-thread bytes → tensor speed (decode, resize, normalise) over a directory.
     Preprocess(preprocess::PreprocessBench),
+    /// A running server under more image requests than it can serve: 503s, latency, RSS.
+    Overload(overload::OverloadBench),
 }
 
 pub fn run(config: &ModelConfig, command: BenchCommand) -> anyhow::Result<ExitCode> {
@@ -46,6 +49,7 @@ pub fn run(config: &ModelConfig, command: BenchCommand) -> anyhow::Result<ExitCo
         BenchCommand::Startup(b) => startup::run(b),
         BenchCommand::Store(b) => store::run(b),
         BenchCommand::Preprocess(b) => preprocess::run(b),
+        BenchCommand::Overload(b) => overload::run(b),
     }
 }
 
