@@ -74,7 +74,13 @@ before(async () => {
 
 after(async () => {
   await context?.close();
-  server?.kill("SIGTERM");
+  // Wait for the server to finish its shutdown (it writes the nonce file and index
+  // snapshots into the data directory) before removing that directory.
+  if (server && server.exitCode === null && server.signalCode === null) {
+    const exited = new Promise((resolve) => server.once("exit", resolve));
+    server.kill("SIGTERM");
+    await exited;
+  }
   for (const d of [dataDir, profileDir]) if (d) rmSync(d, { recursive: true, force: true });
 });
 
