@@ -83,24 +83,14 @@ pub fn run(b: IndexBench) -> anyhow::Result<ExitCode> {
     let ann = AnnIndex::new(dim, options)?;
     ann.reserve(n)?;
     let start = Instant::now();
-    std::thread::scope(|s| {
-        let chunk = n.div_ceil(threads);
-        let handles: Vec<_> = (0..threads)
-            .map(|t| {
-                let (ann, base) = (&ann, &base);
-                s.spawn(move || -> anyhow::Result<()> {
-                    for i in t * chunk..((t + 1) * chunk).min(n) {
-                        ann.add(id(i), &base[i * dim..(i + 1) * dim])?;
-                    }
-                    Ok(())
-                })
-            })
+    // The server's bulk path (no graph search races the adds), in batches as it streams them.
+    let mut seen = std::collections::HashMap::new();
+    for start_i in (0..n).step_by(4096) {
+        let items: Vec<(DataId, &[f32])> = (start_i..(start_i + 4096).min(n))
+            .map(|i| (id(i), &base[i * dim..(i + 1) * dim]))
             .collect();
-        handles.into_iter().try_for_each(|h| {
-            h.join()
-                .map_err(|_| anyhow::anyhow!("builder thread panicked"))?
-        })
-    })?;
+        ann.add_fresh_parallel(&items, threads, &mut seen)?;
+    }
     let build_s = start.elapsed().as_secs_f64();
 
     // Persist, drop, and load it back the way the server starts: the RAM figure is the

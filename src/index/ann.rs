@@ -233,11 +233,10 @@ impl AnnIndex {
             .reserve_capacity_and_threads(capacity, self.options.threads.max(1))?)
     }
 
-    /// Adds one vector (replacing an existing one with the same id). Safe to call from
-    /// several threads at once while capacity lasts (`reserve` first); when it runs out the
-    /// index grows, which must not race other calls, so concurrent builders reserve ahead.
-    /// A vector identical to a node's joins that node's duplicates instead of the graph
-    /// (two identical vectors added at the same instant may both become nodes; harmless).
+    /// Adds one vector (replacing an existing one with the same id). Not concurrently with
+    /// other adds: its duplicate check is a graph search, and a search racing an add can
+    /// read a half-written node. Bulk loads use [`AnnIndex::add_fresh_parallel`]. A vector
+    /// identical to a node's joins that node's duplicates instead of the graph.
     pub fn add(&self, id: DataId, vector: &[f32]) -> Result<(), AnnError> {
         self.check(vector.len())?;
         let key = id.as_u64();
@@ -257,6 +256,72 @@ impl AnnIndex {
         }
         let _slot = self.slots.acquire();
         Ok(self.inner.add(key, &quantized)?)
+    }
+
+    /// Adds vectors that are not in the index yet (a build or a promotion) from `threads`
+    /// threads. usearch lets adds run concurrently, but a search racing them can read a node
+    /// whose vector is not written yet (it crashed in `identical_node` during parallel
+    /// builds), so no search runs here: duplicates are found by an exact hash of the
+    /// quantized vector in `seen`, which the caller keeps across the batches of one build.
+    pub fn add_fresh_parallel(
+        &self,
+        items: &[(DataId, &[f32])],
+        threads: usize,
+        seen: &mut HashMap<u64, u64>,
+    ) -> Result<(), AnnError> {
+        let mut quantized = Vec::with_capacity(items.len());
+        for (_, v) in items {
+            self.check(v.len())?;
+            quantized.push(quantize(v));
+        }
+        // Sequentially: which items become nodes, which join a node's duplicates.
+        let mut in_batch: HashMap<u64, usize> = HashMap::new(); // node key -> position here
+        let mut fresh: Vec<usize> = Vec::with_capacity(items.len());
+        for (i, (id, _)) in items.iter().enumerate() {
+            let key = id.as_u64();
+            let h = vector_hash(&quantized[i]);
+            let twin = seen.get(&h).copied().filter(|&node| match in_batch.get(&node) {
+                Some(&j) => quantized[j] == quantized[i],
+                None => {
+                    let mut stored = vec![0i8; self.dim];
+                    matches!(self.inner.get(node, &mut stored), Ok(n) if n > 0 && stored == quantized[i])
+                }
+            });
+            match twin {
+                Some(node) => self.dups().insert(node, key),
+                None => {
+                    seen.entry(h).or_insert(key);
+                    in_batch.insert(key, i);
+                    fresh.push(i);
+                }
+            }
+        }
+        if self.inner.size() + fresh.len() > self.inner.capacity() {
+            self.reserve(self.inner.size() + fresh.len() + 1024)?;
+        }
+        let add = |part: &[usize]| -> Result<(), AnnError> {
+            for &i in part {
+                let _slot = self.slots.acquire();
+                self.inner.add(items[i].0.as_u64(), &quantized[i])?;
+            }
+            Ok(())
+        };
+        let threads = threads.max(1);
+        if threads == 1 || fresh.len() < 64 {
+            return add(&fresh);
+        }
+        let chunk = fresh.len().div_ceil(threads);
+        std::thread::scope(|s| {
+            let handles: Vec<_> = fresh
+                .chunks(chunk)
+                .map(|part| s.spawn(move || add(part)))
+                .collect();
+            handles.into_iter().try_for_each(|h| {
+                h.join().unwrap_or_else(|_| {
+                    Err(AnnError::Backend("an index builder thread panicked".into()))
+                })
+            })
+        })
     }
 
     /// The graph node whose quantized vector is exactly `q`, if any.
@@ -385,6 +450,14 @@ pub fn duplicates_path(path: &Path) -> PathBuf {
 
 /// `v` scaled so that its largest-magnitude component is ±127, rounded to i8. A zero (or
 /// non-finite) vector gives zeros.
+/// A hash of a quantized vector, for finding exact duplicates without a graph search.
+fn vector_hash(q: &[i8]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    q.hash(&mut h);
+    h.finish()
+}
+
 pub fn quantize(v: &[f32]) -> Vec<i8> {
     let max = v.iter().fold(0f32, |m, x| m.max(x.abs()));
     if !(max > 0.0 && max.is_finite()) {
@@ -474,6 +547,32 @@ mod tests {
         assert_eq!(quantize(&[0.0, 0.0]), vec![0, 0]);
         assert_eq!(quantize(&[f32::NAN, 1.0]), vec![0, 127]);
         assert_eq!(quantize(&[f32::INFINITY, 1.0]), vec![0, 0]);
+    }
+
+    #[test]
+    fn a_parallel_bulk_load_finds_duplicates_without_searching() {
+        let dim = 64;
+        let base = random_unit(400, dim, 9);
+        let ann = AnnIndex::new(dim, AnnOptions::default()).unwrap();
+        // 400 distinct vectors, then 50 copies of vector 7 spread over later batches and a
+        // copy of vector 399 inside its own batch.
+        let mut items: Vec<(DataId, Vec<f32>)> = (0..400)
+            .map(|i| (id(i as u64 + 1), base[i * dim..(i + 1) * dim].to_vec()))
+            .collect();
+        for c in 0..50u64 {
+            items.push((id(10_000 + c), base[7 * dim..8 * dim].to_vec()));
+        }
+        items.push((id(20_000), base[399 * dim..400 * dim].to_vec()));
+        let mut seen = HashMap::new();
+        for batch in items.chunks(128) {
+            let refs: Vec<(DataId, &[f32])> =
+                batch.iter().map(|(i, v)| (*i, v.as_slice())).collect();
+            ann.add_fresh_parallel(&refs, 2, &mut seen).unwrap();
+        }
+        assert_eq!(ann.len(), 451);
+        assert_eq!(ann.inner.size(), 400, "copies are not graph nodes");
+        let hits = ann.search(&base[7 * dim..8 * dim], 60).unwrap();
+        assert_eq!(hits.iter().filter(|h| h.cosine > 0.999).count(), 51);
     }
 
     #[test]

@@ -16,6 +16,7 @@
 //! (`service::registry`), HTTP, the API's rules, choosing what to search for
 //! (`service::images`).
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
@@ -263,7 +264,7 @@ impl DbIndex {
                 let ann = AnnIndex::new(exact.dim(), settings.ann).map_err(internal)?;
                 ann.reserve(exact.len() + 1024).map_err(internal)?;
                 let items: Vec<(DataId, &[f32])> = exact.iter().collect();
-                add_parallel(&ann, &items)?;
+                add_parallel(&ann, &items, &mut HashMap::new())?;
                 ann
             };
             *self.write() = Searcher::Ann(fresh);
@@ -373,8 +374,11 @@ fn add_from_store(
         .map_err(internal)?;
     for chunk in ids.chunks(1024) {
         let set: EmbeddingSet = store.get_embeddings(db, chunk)?;
-        let items: Vec<(DataId, &[f32])> = set.iter().collect();
-        add_parallel(ann, &items)?;
+        // One by one: each may duplicate a node already in the index, which only a search
+        // finds, and searches must not race adds (see `AnnIndex::add_fresh_parallel`).
+        for (id, v) in set.iter() {
+            ann.add(id, v).map_err(internal)?;
+        }
     }
     Ok(())
 }
@@ -392,6 +396,7 @@ fn build_from_store(
     let mut batch_ids = Vec::with_capacity(4096);
     let mut batch_vecs: Vec<f32> = Vec::with_capacity(4096 * EMBEDDING_DIM);
     let mut failed = None;
+    let mut seen = HashMap::new();
     let mut flush = |ids: &mut Vec<DataId>, vecs: &mut Vec<f32>, ann: &AnnIndex| {
         if ids.is_empty() {
             return;
@@ -399,7 +404,7 @@ fn build_from_store(
         let dim = vecs.len() / ids.len();
         let items: Vec<(DataId, &[f32])> =
             ids.iter().copied().zip(vecs.chunks_exact(dim)).collect();
-        if let Err(e) = add_parallel(ann, &items) {
+        if let Err(e) = add_parallel(ann, &items, &mut seen) {
             failed.get_or_insert(e);
         }
         ids.clear();
@@ -422,28 +427,14 @@ fn build_from_store(
     }
 }
 
-/// Adds `items` from one thread per core (capacity must be reserved).
-fn add_parallel(ann: &AnnIndex, items: &[(DataId, &[f32])]) -> Result<(), ServiceError> {
+/// Adds vectors new to a fresh index (a build or a promotion) from one thread per core;
+/// `seen` finds exact duplicates across the batches of one build (`AnnIndex::add_fresh_parallel`).
+fn add_parallel(
+    ann: &AnnIndex,
+    items: &[(DataId, &[f32])],
+    seen: &mut HashMap<u64, u64>,
+) -> Result<(), ServiceError> {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    if items.len() < 64 || threads == 1 {
-        return items
-            .iter()
-            .try_for_each(|(id, v)| ann.add(*id, v).map_err(internal));
-    }
-    let chunk = items.len().div_ceil(threads);
-    std::thread::scope(|s| {
-        let handles: Vec<_> = items
-            .chunks(chunk)
-            .map(|part| {
-                s.spawn(move || {
-                    part.iter()
-                        .try_for_each(|(id, v)| ann.add(*id, v).map_err(internal))
-                })
-            })
-            .collect();
-        handles.into_iter().try_for_each(|h| {
-            h.join()
-                .unwrap_or_else(|_| Err(ServiceError::Internal("index builder panicked".into())))
-        })
-    })
+    ann.add_fresh_parallel(items, threads, seen)
+        .map_err(internal)
 }
