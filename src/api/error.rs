@@ -291,6 +291,14 @@ mod tests {
                 413,
             ),
             (
+                ApiError::RequestTimeout {
+                    received: 16,
+                    secs: 31,
+                },
+                "RequestTimeout",
+                408,
+            ),
+            (
                 ApiError::PathNotFound("/x".into()),
                 "InvalidPath.NotFound",
                 404,

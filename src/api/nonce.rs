@@ -131,11 +131,7 @@ impl NonceCache {
         let d = digest(nonce);
         let mut inner = self.lock();
         inner.evict_expired(now);
-        let key: Arc<str> = match inner.per_key.get_key_value(access_key_id) {
-            Some((k, _)) => k.clone(),
-            None => Arc::from(access_key_id),
-        };
-        let entry = (key, d);
+        let entry = (inner.shared_key(access_key_id), d);
         if inner.live.contains_key(&entry) {
             return Err(NonceError::Used);
         }
@@ -199,10 +195,7 @@ impl NonceCache {
                 if expiry < now || inner.live.len() >= cache.capacity {
                     continue;
                 }
-                let key: Arc<str> = match inner.per_key.get_key_value(key.as_str()) {
-                    Some((k, _)) => k.clone(),
-                    None => Arc::from(key),
-                };
+                let key = inner.shared_key(&key);
                 inner.insert((key, d), expiry);
             }
         }
@@ -225,6 +218,14 @@ impl Default for NonceCache {
 }
 
 impl Inner {
+    /// The key id as stored: the `Arc` its live entries share, or a new one.
+    fn shared_key(&self, access_key_id: &str) -> Arc<str> {
+        match self.per_key.get_key_value(access_key_id) {
+            Some((k, _)) => k.clone(),
+            None => Arc::from(access_key_id),
+        }
+    }
+
     fn insert(&mut self, entry: Entry, expires_at: i64) {
         if self.live.insert(entry.clone(), expires_at).is_none() {
             *self.per_key.entry(entry.0.clone()).or_insert(0) += 1;

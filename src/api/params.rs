@@ -259,9 +259,17 @@ mod tests {
     fn too_many_parameters_are_refused_before_decoding() {
         // 4 million empty-valued pairs in an 8 MB body: refused, not decoded.
         let body = "a=&".repeat(4_000_000);
+        let err = Params::parse("Action=AddImage", Some(body.as_bytes())).unwrap_err();
+        assert_eq!(err, ParamsError::TooMany);
+        let api = ApiError::from(err);
         assert_eq!(
-            Params::parse("Action=AddImage", Some(body.as_bytes())),
-            Err(ParamsError::TooMany)
+            (api.code(), api.http_status()),
+            ("InvalidParameter.BadRequest", 400)
+        );
+        assert!(
+            api.message().contains("more than 100 parameters"),
+            "{}",
+            api.message()
         );
         // The cap counts query and body together; empty segments are not pairs.
         let at_cap = "x=1&".repeat(REQUEST_MAX_PARAMS - 1);
