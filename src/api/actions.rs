@@ -4,19 +4,22 @@
 //!
 //! Extensions of ours, invisible to clients that do not use them: AddImage and SearchImage
 //! accept `ImageContent` (base64 image bytes) instead of `ImageUrl`, and the extra action
-//! `GetThumbnail` (DbName, DataId) returns a stored image's JPEG thumbnail as base64.
+//! `GetThumbnail` (DbName, DataId) returns a stored image's JPEG thumbnail as base64;
+//! CreateImageDb takes `Descriptors` (what the database indexes) and ListImageDbs shows
+//! it, with `CopyModel` (whether this server computes copy descriptors).
 
 use serde_json::{json, Value};
 
 use super::error::ApiError;
 use super::params::Params;
 use crate::rules::{
-    check_extra_data, is_valid_db_name, is_valid_entity_id, DB_NAME_RULE, ENTITY_ID_RULE,
-    LIST_DEFAULT_LIMIT, LIST_MAX_LIMIT, SEARCH_MAX_LIMIT,
+    check_extra_data, descriptors_name, is_valid_db_name, is_valid_entity_id, parse_descriptors,
+    DB_NAME_RULE, DESCRIPTORS_PARAM, DESCRIPTORS_RULE, ENTITY_ID_RULE, LIST_DEFAULT_LIMIT,
+    LIST_MAX_LIMIT, SEARCH_MAX_LIMIT,
 };
 use crate::service::images::{AddImage, ImageService, ImageSource, ListImages, SearchImage};
 use crate::service::ServiceError;
-use crate::store::{DataId, Order};
+use crate::store::{DataId, DbDescriptors, Order};
 
 /// Runs `action` for `tenant`; returns the `Data` member (or `None` for actions whose
 /// response is only a RequestId).
@@ -29,13 +32,27 @@ pub async fn dispatch(
     match action {
         "CreateImageDb" => {
             let name = db_name(params, "Name")?;
-            service.create_db(tenant, &name).await.map_err(map_err)?;
+            let descriptors = descriptors(params)?;
+            service
+                .create_db(tenant, &name, descriptors)
+                .await
+                .map_err(map_err)?;
             Ok(None)
         }
         "ListImageDbs" => {
             let dbs = service.list_dbs(tenant).await.map_err(map_err)?;
-            let list: Vec<Value> = dbs.iter().map(|d| json!({"Name": d.name})).collect();
-            Ok(Some(json!({ "DbList": list })))
+            // Ours beside the spec's Name: what each database indexes, and whether this
+            // server can compute copy descriptors at all (SDKs ignore unknown fields).
+            let list: Vec<Value> = dbs
+                .iter()
+                .map(|d| json!({"Name": d.name, (DESCRIPTORS_PARAM): descriptors_name(d.descriptors)}))
+                .collect();
+            let copy_model = if service.has_copy_model() {
+                "loaded"
+            } else {
+                "absent"
+            };
+            Ok(Some(json!({ "DbList": list, "CopyModel": copy_model })))
         }
         "DeleteImageDb" => {
             let name = db_name(params, "Name")?;
@@ -161,7 +178,9 @@ pub fn map_err(e: ServiceError) -> ApiError {
         ServiceError::ImageFormat(_) => ApiError::InvalidImageFormat(msg),
         ServiceError::ImageResolution(_) => ApiError::InvalidImageResolution(msg),
         ServiceError::ImageSize(_) => ApiError::InvalidImageSize(msg),
-        ServiceError::Busy(_) => ApiError::ServiceUnavailable(msg),
+        ServiceError::Busy(_) | ServiceError::CopyModelMissing(_) => {
+            ApiError::ServiceUnavailable(msg)
+        }
         ServiceError::Algo(_) => ApiError::AlgoError(msg),
         ServiceError::Internal(_) => ApiError::Internal(msg),
     }
@@ -245,6 +264,18 @@ fn decode_image_content(content: &str) -> Result<Vec<u8>, ApiError> {
              standard base64 alphabet (A-Z a-z 0-9 + /), form-urlencoded in the body"
         ))
     })
+}
+
+/// CreateImageDb's optional `Descriptors` (ours): both when absent.
+fn descriptors(params: &Params) -> Result<DbDescriptors, ApiError> {
+    match params.get_non_empty(DESCRIPTORS_PARAM) {
+        None => Ok(DbDescriptors::default()),
+        Some(v) => parse_descriptors(v).ok_or_else(|| {
+            ApiError::InvalidParameter(format!(
+                "{DESCRIPTORS_PARAM} \"{v}\" is invalid: use {DESCRIPTORS_RULE}"
+            ))
+        }),
+    }
 }
 
 fn order(params: &Params) -> Result<Order, ApiError> {

@@ -116,6 +116,7 @@ fn vector_only<'a>(entity_id: &'a str, embedding: &'a [f32]) -> NewImage<'a> {
         extra_data: "",
         image_url: "",
         embedding,
+        copy_embedding: None,
         thumbnail: None,
     }
 }

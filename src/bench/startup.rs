@@ -17,6 +17,7 @@ use serde_json::json;
 use super::index::clustered;
 use super::{resident_bytes, scratch_dir, vector_only};
 use crate::embedding::EMBEDDING_DIM;
+use crate::service::db_index::QueryVectors;
 use crate::service::registry::DbIndexes;
 use crate::service::IndexSettings;
 use crate::store::{DbRef, ImageStore, NewImage, SqliteStore};
@@ -88,7 +89,15 @@ fn measure(b: &StartupBench, dir: &std::path::Path) -> anyhow::Result<serde_json
     let t = Instant::now();
     let dbix = ix.get("bench", "startup").context("database missing")?;
     let hits = dbix
-        .search(store.as_ref(), &[&query], 10, settings.rerank)
+        .search(
+            store.as_ref(),
+            &QueryVectors {
+                semantic: vec![query],
+                copy: None,
+            },
+            10,
+            settings.rerank,
+        )
         .map_err(|e| anyhow::anyhow!("search: {e}"))?;
     let first_search_ms = t.elapsed().as_secs_f64() * 1000.0;
     let images = dbix.len();

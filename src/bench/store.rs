@@ -12,7 +12,7 @@ use anyhow::Context;
 use serde_json::json;
 
 use super::{round1, scratch_dir, vector_only};
-use crate::embedding::EMBEDDING_DIM;
+use crate::embedding::{Descriptor, EMBEDDING_DIM};
 use crate::store::{DbRef, ImageStore, NewImage, SqliteStore};
 
 #[derive(Debug, clap::Args)]
@@ -90,7 +90,7 @@ fn measure(b: &StoreBench, dir: &std::path::Path) -> anyhow::Result<serde_json::
     }
 
     let start = Instant::now();
-    let set = store.load_embeddings(db)?;
+    let set = store.load_embeddings(db, Descriptor::Semantic)?;
     let load_ms = start.elapsed().as_secs_f64() * 1e3;
     Ok(json!({
         "bench": "store",

@@ -81,6 +81,12 @@ impl ExactIndex {
         self.slot_of.contains_key(&id)
     }
 
+    /// The vector of `id`, if it is in the index.
+    pub fn vector(&self, id: DataId) -> Option<&[f32]> {
+        let slot = *self.slot_of.get(&id)?;
+        self.vectors.get(slot * self.dim..(slot + 1) * self.dim)
+    }
+
     /// Every (id, vector), in storage order.
     pub fn iter(&self) -> impl Iterator<Item = (DataId, &[f32])> {
         self.ids

@@ -28,6 +28,14 @@ pub enum ServiceError {
     Busy(String),
     #[error("the feature extractor failed: {0}")]
     Algo(String),
+    /// The database indexes copy-detection descriptors only and this server runs without
+    /// the copy model.
+    #[error(
+        "image database \"{0}\" indexes copy-detection descriptors only, and this server runs \
+         without the copy-detection model (--no-copy-model, or the model file is absent: run \
+         scripts/setup.sh); restart it with the model"
+    )]
+    CopyModelMissing(String),
     #[error("internal error: {0}")]
     Internal(String),
 }

@@ -19,18 +19,18 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::db_index::{DbIndex, IndexSettings, WriteGuard};
+use super::db_index::{DbIndex, ImageVectors, IndexSettings, QueryVectors, ScoredHit, WriteGuard};
 use super::error::ServiceError;
 use super::list_token::{ListScope, ListTokenKey};
 use super::prepare::prepare;
 use super::registry::DbIndexes;
 use crate::fetch::ImageFetcher;
-use crate::index::Hit;
-use crate::rules::{score, ADD_IMAGE_MAX_BYTES, OFFSET_PAGING_LIMIT, SEARCH_IMAGE_MAX_BYTES};
+use crate::rules::{ADD_IMAGE_MAX_BYTES, OFFSET_PAGING_LIMIT, SEARCH_IMAGE_MAX_BYTES};
 use crate::store::{
-    DataId, DbInfo, DbRef, ImageRecord, ImageStore, ListQuery, NewImage, Order, StoreError,
+    DataId, DbDescriptors, DbInfo, DbRef, Descriptor, ImageRecord, ImageStore, ListQuery, NewImage,
+    Order, StoreError,
 };
-use crate::vision::embedder::EmbeddingBatcher;
+use crate::vision::embedder::{EmbedInput, EmbeddingBatcher, Inference};
 
 /// Where an image comes from: a URL to fetch, or bytes uploaded with the request.
 #[derive(Debug, Clone)]
@@ -138,10 +138,16 @@ impl ImageService {
             .await
     }
 
-    pub async fn create_db(&self, tenant: &str, name: &str) -> Result<DbInfo, ServiceError> {
+    /// Creates a database indexing `descriptors`.
+    pub async fn create_db(
+        &self,
+        tenant: &str,
+        name: &str,
+        descriptors: DbDescriptors,
+    ) -> Result<DbInfo, ServiceError> {
         let (t, n) = (tenant.to_string(), name.to_string());
         self.write_through(move |store, indexes| {
-            let info = store.create_db(DbRef::new(&t, &n))?;
+            let info = store.create_db_with(DbRef::new(&t, &n), descriptors)?;
             indexes.created(&info);
             Ok(info)
         })
@@ -181,12 +187,14 @@ impl ImageService {
         tenant: &str,
         req: AddImage,
     ) -> Result<ImageRecord, ServiceError> {
-        self.index(tenant, &req.db)?;
+        let want_copy = self.wants_copy(&*self.index(tenant, &req.db)?)?;
         let (bytes, image_url) = self.image_bytes(req.source, ADD_IMAGE_MAX_BYTES).await?;
-        let prepared = tokio::task::spawn_blocking(move || prepare(&bytes, true))
+        let prepared = tokio::task::spawn_blocking(move || prepare(&bytes, true, want_copy))
             .await
             .map_err(|e| ServiceError::Internal(e.to_string()))??;
-        let embedding = self.embed(prepared.tensor).await?;
+        let Inference {
+            embedding, copy, ..
+        } = self.embed(prepared.tensor, prepared.copy).await?;
         let (index, gate) = self.gated_index(tenant, &req.db).await?;
         let record = {
             let (t, index) = (tenant.to_string(), index.clone());
@@ -200,10 +208,17 @@ impl ImageService {
                         extra_data: &req.extra_data,
                         image_url: &image_url,
                         embedding: &embedding,
+                        copy_embedding: copy.as_deref(),
                         thumbnail: thumbnail.as_deref(),
                     },
                 )?;
-                index.add(record.data_id, &embedding)?;
+                index.add(
+                    record.data_id,
+                    ImageVectors {
+                        semantic: &embedding,
+                        copy: copy.as_deref(),
+                    },
+                )?;
                 Ok(record)
             })
             .await?
@@ -305,19 +320,27 @@ impl ImageService {
             min_score: req.min_score,
             distinct_entity: req.distinct_entity,
         };
+        let want_copy = self.wants_copy(&index)?;
         let (bytes, _) = self.image_bytes(req.source, SEARCH_IMAGE_MAX_BYTES).await?;
-        let prepared = tokio::task::spawn_blocking(move || prepare(&bytes, false))
+        let prepared = tokio::task::spawn_blocking(move || prepare(&bytes, false, want_copy))
             .await
             .map_err(|e| ServiceError::Internal(e.to_string()))??;
         // Submit both before waiting so that they can share one inference batch.
-        let trimmed = self.embedder.submit(prepared.tensor)?;
+        let trimmed = self.embedder.submit(EmbedInput {
+            tensor: prepared.tensor,
+            copy: prepared.copy,
+        })?;
         let untrimmed = match prepared.untrimmed {
             Some(t) => Some(self.embedder.submit(t)?),
             None => None,
         };
-        let mut queries = vec![trimmed.wait_async().await?.embedding];
+        let first = trimmed.wait_async().await?;
+        let mut queries = QueryVectors {
+            semantic: vec![first.embedding],
+            copy: first.copy,
+        };
         if let Some(t) = untrimmed {
-            queries.push(t.wait_async().await?.embedding);
+            queries.semantic.push(t.wait_async().await?.embedding);
         }
         // DistinctEntity needs more hits than it returns; fetch more until the page is
         // full or the database is exhausted.
@@ -331,8 +354,7 @@ impl ImageService {
                 let (index, store, queries) = (index.clone(), self.store.clone(), queries.clone());
                 let rerank = self.indexes.settings().rerank;
                 tokio::task::spawn_blocking(move || {
-                    let qs: Vec<&[f32]> = queries.iter().map(Vec::as_slice).collect();
-                    index.search(store.as_ref(), &qs, k, rerank)
+                    index.search(store.as_ref(), &queries, k, rerank)
                 })
                 .await
                 .map_err(|e| ServiceError::Internal(e.to_string()))??
@@ -346,7 +368,7 @@ impl ImageService {
             // Hits come best first: once one scores below MinScore, so do all later ones.
             let below_min = hits
                 .last()
-                .is_some_and(|h| req.min_score.is_some_and(|min| score(h.cosine) < min));
+                .is_some_and(|h| req.min_score.is_some_and(|min| h.score < min));
             let exhausted = hits.len() < k
                 || k >= total
                 || below_min
@@ -394,9 +416,30 @@ impl ImageService {
         }
     }
 
-    async fn embed(&self, tensor: Vec<f32>) -> Result<Vec<f32>, ServiceError> {
-        let ticket = self.embedder.submit(tensor)?;
-        Ok(ticket.wait_async().await?.embedding)
+    async fn embed(
+        &self,
+        tensor: Vec<f32>,
+        copy: Option<Vec<u8>>,
+    ) -> Result<Inference, ServiceError> {
+        let ticket = self.embedder.submit(EmbedInput { tensor, copy })?;
+        Ok(ticket.wait_async().await?)
+    }
+
+    /// Whether images of `index`'s database get a copy descriptor: when it indexes them
+    /// and the copy model is loaded. A copy-only database without the model cannot work.
+    fn wants_copy(&self, index: &DbIndex) -> Result<bool, ServiceError> {
+        let indexes_copy = index.indexes(Descriptor::Copy);
+        let has_model = self.embedder.has_copy_model();
+        if indexes_copy && !has_model && !index.indexes(Descriptor::Semantic) {
+            return Err(ServiceError::CopyModelMissing(index.name.clone()));
+        }
+        Ok(indexes_copy && has_model)
+    }
+
+    /// Whether the copy-detection model is loaded (databases are searched semantic-only
+    /// without it).
+    pub fn has_copy_model(&self) -> bool {
+        self.embedder.has_copy_model()
     }
 
     fn index(&self, tenant: &str, db: &str) -> Result<Arc<DbIndex>, ServiceError> {
@@ -452,14 +495,14 @@ impl ImageService {
 /// Best-first hits + their records → the page SearchImage returns: hits without a record
 /// (deleted meanwhile) dropped, then those scoring below `min_score`, then, with
 /// `distinct_entity`, all but the best of each EntityId; at most `limit`.
-fn select_matches(hits: &[Hit], records: Vec<ImageRecord>, req: MatchFilter) -> Vec<Match> {
+fn select_matches(hits: &[ScoredHit], records: Vec<ImageRecord>, req: MatchFilter) -> Vec<Match> {
     let by_id: HashMap<DataId, ImageRecord> = records.into_iter().map(|r| (r.data_id, r)).collect();
     let mut seen_entities = std::collections::HashSet::new();
     hits.iter()
         .filter_map(|h| {
             by_id.get(&h.id).map(|r| Match {
                 record: r.clone(),
-                score: score(h.cosine),
+                score: h.score,
             })
         })
         .filter(|m| req.min_score.is_none_or(|min| m.score >= min))

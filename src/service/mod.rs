@@ -13,6 +13,7 @@ pub mod images;
 pub mod list_token;
 pub mod prepare;
 pub mod registry;
+mod vector_index;
 
 pub use db_index::IndexSettings;
 pub use error::ServiceError;

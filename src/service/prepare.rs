@@ -8,6 +8,7 @@
 use super::error::ServiceError;
 use crate::rules::{sides_ok, MAX_SIDE_EXCLUSIVE, MIN_SIDE_EXCLUSIVE};
 use crate::vision::borders;
+use crate::vision::copy_model::copy_input;
 use crate::vision::decode::{self, DecodeLimits};
 use crate::vision::preprocess::{fit_within, resize, write_input_tensor, INPUT_LEN};
 
@@ -20,12 +21,15 @@ pub(super) struct Prepared {
     /// For queries whose margins were trimmed: the input of the whole image as well.
     pub untrimmed: Option<Vec<f32>>,
     pub thumbnail: Option<Vec<u8>>,
+    /// The copy-detection network's input (of the trimmed image), when asked for.
+    pub copy: Option<Vec<u8>>,
 }
 
 /// Checks the API's image rules on the bytes, decodes them and makes the network input
 /// (and, for stored images, a JPEG thumbnail of the whole image; for queries, the
-/// untrimmed input too when margins were trimmed). Runs on a blocking thread.
-pub(super) fn prepare(bytes: &[u8], stored: bool) -> Result<Prepared, ServiceError> {
+/// untrimmed input too when margins were trimmed; with `copy`, the copy-detection input).
+/// Runs on a blocking thread.
+pub(super) fn prepare(bytes: &[u8], stored: bool, copy: bool) -> Result<Prepared, ServiceError> {
     let with_thumbnail = stored;
     let (_, width, height) = decode::probe(bytes)?;
     if !sides_ok(width, height) {
@@ -38,6 +42,14 @@ pub(super) fn prepare(bytes: &[u8], stored: bool) -> Result<Prepared, ServiceErr
     let trimmed = borders::trim(&image);
     let mut tensor = vec![0f32; INPUT_LEN];
     write_input_tensor(trimmed.as_ref().unwrap_or(&image), &mut tensor);
+    let copy = if copy {
+        Some(
+            copy_input(trimmed.as_ref().unwrap_or(&image))
+                .map_err(|e| ServiceError::Internal(e.to_string()))?,
+        )
+    } else {
+        None
+    };
     let untrimmed = match trimmed {
         Some(_) if !stored => {
             let mut t = vec![0f32; INPUT_LEN];
@@ -57,6 +69,7 @@ pub(super) fn prepare(bytes: &[u8], stored: bool) -> Result<Prepared, ServiceErr
         tensor,
         untrimmed,
         thumbnail,
+        copy,
     })
 }
 
@@ -94,15 +107,20 @@ mod tests {
     #[test]
     fn prepare_trims_margins_and_keeps_the_whole_query_too() {
         let bytes = png_with_margins(400, 300, (100, 60, 160, 150));
-        let query = prepare(&bytes, false).unwrap();
-        let stored = prepare(&bytes, true).unwrap();
+        let query = prepare(&bytes, false, false).unwrap();
+        let stored = prepare(&bytes, true, true).unwrap();
         assert_eq!(query.tensor, stored.tensor, "same trimmed input both ways");
         assert!(stored.untrimmed.is_none() && stored.thumbnail.is_some());
+        assert_eq!(
+            stored.copy.as_ref().map(Vec::len),
+            Some(crate::vision::copy_model::COPY_INPUT_LEN)
+        );
+        assert!(query.copy.is_none());
         let whole = query.untrimmed.expect("untrimmed query input");
         assert_ne!(whole, query.tensor);
         // Without margins there is one input, the whole image.
         let full = png_with_margins(300, 200, (0, 0, 300, 200));
-        let p = prepare(&full, false).unwrap();
+        let p = prepare(&full, false, false).unwrap();
         assert!(p.untrimmed.is_none());
         let mut want = vec![0f32; INPUT_LEN];
         write_input_tensor(

@@ -12,11 +12,9 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError, RwLock, Weak};
 use std::time::{Duration, Instant};
 
-use super::db_index::{open_db, DbIndex, IndexSettings, Searcher};
+use super::db_index::{open_db, DbIndex, IndexSettings};
 use super::error::ServiceError;
-use crate::embedding::EMBEDDING_DIM;
 use crate::index::snapshot;
-use crate::index::ExactIndex;
 use crate::store::{DbInfo, ImageStore};
 
 /// Every database's index, by (tenant, name).
@@ -69,11 +67,7 @@ impl DbIndexes {
 
     /// Registers a database the store has just created.
     pub fn created(&self, info: &DbInfo) {
-        let ix = DbIndex::new(
-            info,
-            &self.settings,
-            Searcher::Exact(ExactIndex::new(EMBEDDING_DIM)),
-        );
+        let ix = DbIndex::empty(info, &self.settings);
         let _ = std::fs::remove_dir_all(&ix.dir);
         let mut map = self.map.write().unwrap_or_else(PoisonError::into_inner);
         map.insert((info.tenant.clone(), info.name.clone()), Arc::new(ix));

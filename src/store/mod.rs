@@ -21,6 +21,8 @@ pub use sqlite::SqliteStore;
 use std::fmt;
 use std::str::FromStr;
 
+pub use crate::embedding::{DbDescriptors, Descriptor};
+
 /// Names one image database: databases are unique per tenant (access key id), not globally.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct DbRef<'a> {
@@ -105,8 +107,11 @@ pub struct DbInfo {
     pub created_at: i64,
     /// Images currently stored (kept exact, transactionally, not estimated).
     pub image_count: u64,
-    /// Dimension shared by every embedding in the database; `None` while it is empty.
+    /// Dimension shared by every semantic embedding in the database; `None` while it is
+    /// empty.
     pub dim: Option<usize>,
+    /// What the database indexes (chosen at creation).
+    pub descriptors: DbDescriptors,
 }
 
 /// What the caller supplies to add one image; the store assigns `data_id` and the times.
@@ -118,6 +123,8 @@ pub struct NewImage<'a> {
     pub image_url: &'a str,
     /// The feature vector; every vector in one database must have the same length.
     pub embedding: &'a [f32],
+    /// The copy-detection descriptor (`COPY_DIM` floats), when it was computed.
+    pub copy_embedding: Option<&'a [f32]>,
     /// A small JPEG made by the caller; stored apart from the record so that listing and
     /// searching never read it.
     pub thumbnail: Option<&'a [u8]>,
@@ -243,9 +250,18 @@ pub enum StoreError {
 /// every mutating method atomic: it happens entirely or not at all, also across a crash.
 /// A method that returned `Ok` for a write has made it durable.
 pub trait ImageStore: Send + Sync {
-    /// Creates an empty database. `DbExists` when the tenant already has one of that name,
-    /// `Invalid` when the name breaks [`crate::rules::is_valid_db_name`].
-    fn create_db(&self, db: DbRef<'_>) -> Result<DbInfo, StoreError>;
+    /// Creates an empty database indexing `descriptors`. `DbExists` when the tenant already
+    /// has one of that name, `Invalid` when the name breaks [`crate::rules::is_valid_db_name`].
+    fn create_db_with(
+        &self,
+        db: DbRef<'_>,
+        descriptors: DbDescriptors,
+    ) -> Result<DbInfo, StoreError>;
+
+    /// [`ImageStore::create_db_with`] the default descriptors (both).
+    fn create_db(&self, db: DbRef<'_>) -> Result<DbInfo, StoreError> {
+        self.create_db_with(db, DbDescriptors::default())
+    }
 
     /// The database with its image count, or `None` when the tenant has none of that name.
     fn get_db(&self, db: DbRef<'_>) -> Result<Option<DbInfo>, StoreError>;
@@ -291,37 +307,65 @@ pub trait ImageStore: Send + Sync {
     /// The thumbnail of one image; `None` when the image is not in the database or has none.
     fn get_thumbnail(&self, db: DbRef<'_>, id: DataId) -> Result<Option<Vec<u8>>, StoreError>;
 
-    /// Calls `visit` with every (data id, embedding) of the database in ascending id order,
-    /// from one snapshot, reusing one buffer (no allocation per vector). Returns the number
-    /// visited. A stored vector of the wrong size is `Corrupt`.
+    /// Calls `visit` with every (data id, vector of `kind`) of the database in ascending id
+    /// order, from one snapshot, reusing one buffer (no allocation per vector). Returns the
+    /// number visited. A stored vector of the wrong size is `Corrupt`; an image without a
+    /// semantic embedding is `Corrupt`, one without a copy descriptor (stored before they
+    /// existed) is skipped.
     fn for_each_embedding(
         &self,
         db: DbRef<'_>,
+        kind: Descriptor,
         visit: &mut dyn FnMut(DataId, &[f32]),
     ) -> Result<u64, StoreError>;
 
-    /// Every image id of the database, ascending (for reconciling a persisted ANN index
-    /// with the store at start-up).
-    fn list_ids(&self, db: DbRef<'_>) -> Result<Vec<DataId>, StoreError>;
+    /// Every id of an image of the database that has a vector of `kind` (every image for
+    /// the semantic one), ascending (for reconciling a persisted ANN index with the store).
+    fn list_ids(&self, db: DbRef<'_>, kind: Descriptor) -> Result<Vec<DataId>, StoreError>;
 
-    /// The embeddings of `ids` that are in the database, in the order given, in one
-    /// contiguous buffer; missing ids are skipped. For re-ranking ANN candidates.
-    fn get_embeddings(&self, db: DbRef<'_>, ids: &[DataId]) -> Result<EmbeddingSet, StoreError>;
+    /// The vectors of `kind` of `ids` that are in the database (and have one), in the order
+    /// given, in one contiguous buffer; missing ids are skipped. For re-ranking candidates.
+    fn get_embeddings(
+        &self,
+        db: DbRef<'_>,
+        kind: Descriptor,
+        ids: &[DataId],
+    ) -> Result<EmbeddingSet, StoreError>;
 
-    /// All embeddings of the database in one contiguous buffer (two allocations in total,
-    /// sized from the image count up front).
-    fn load_embeddings(&self, db: DbRef<'_>) -> Result<EmbeddingSet, StoreError> {
+    /// Stores copy descriptors for images that lack one (computed later, e.g. from their
+    /// thumbnails); ids not in the database are ignored. Returns how many were stored.
+    fn set_copy_embeddings(
+        &self,
+        db: DbRef<'_>,
+        vectors: &[(DataId, Vec<f32>)],
+    ) -> Result<usize, StoreError>;
+
+    /// Up to `limit` ids of images without a copy descriptor, ascending, after `after`.
+    fn ids_without_copy(
+        &self,
+        db: DbRef<'_>,
+        after: Option<DataId>,
+        limit: usize,
+    ) -> Result<Vec<DataId>, StoreError>;
+
+    /// All vectors of `kind` in the database in one contiguous buffer (two allocations in
+    /// total, sized from the image count up front).
+    fn load_embeddings(&self, db: DbRef<'_>, kind: Descriptor) -> Result<EmbeddingSet, StoreError> {
         let info = self
             .get_db(db)?
             .ok_or_else(|| StoreError::DbNotFound(db.name.to_owned()))?;
         let count = usize::try_from(info.image_count).unwrap_or(0);
+        let dim = match kind {
+            Descriptor::Semantic => info.dim.unwrap_or(0),
+            Descriptor::Copy => kind.dim(),
+        };
         let mut set = EmbeddingSet {
-            dim: info.dim.unwrap_or(0),
+            dim,
             ids: Vec::with_capacity(count),
-            vectors: Vec::with_capacity(count.saturating_mul(info.dim.unwrap_or(0))),
+            vectors: Vec::with_capacity(count.saturating_mul(dim)),
         };
         let mut mismatch = None;
-        self.for_each_embedding(db, &mut |id, v| {
+        self.for_each_embedding(db, kind, &mut |id, v| {
             if set.ids.is_empty() {
                 set.dim = v.len();
             }

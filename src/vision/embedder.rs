@@ -1,7 +1,8 @@
 //! `EmbeddingBatcher`: inference threads that own the network and serve many callers.
 //!
 //! Callers preprocess their image on their own thread (so decoding runs in parallel with
-//! inference), then submit the 224×224 tensor. Each inference thread (one per session; on
+//! inference), then submit the 224×224 tensor and, when the copy-detection network is
+//! loaded, its 288×288 input (`copy_model`): one job, both networks, one batch each. Each inference thread (one per session; on
 //! small CPUs several single-threaded sessions beat one multi-threaded session, because
 //! intra-op parallelism of small convolutions scales poorly) takes the first waiting job,
 //! waits up to `batch_window` for more (up to `max_batch`), runs them as one batch and
@@ -18,10 +19,11 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};
 use tokio::sync::oneshot;
 
+use super::copy_model::{CopyModel, COPY_INPUT_LEN};
 use super::model::{EfficientNet, ModelError};
 use super::onnx::NUM_CLASSES;
 use super::preprocess::INPUT_LEN;
-use crate::embedding::{l2_normalize, EMBEDDING_DIM};
+use crate::embedding::{l2_normalize, COPY_DIM, EMBEDDING_DIM};
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum EmbedError {
@@ -33,6 +35,50 @@ pub enum EmbedError {
     Model(String),
     #[error("input tensor has {got} floats, expected {INPUT_LEN}")]
     BadInput { got: usize },
+    #[error("copy-detection input has {got} bytes, expected {COPY_INPUT_LEN}")]
+    BadCopyInput { got: usize },
+}
+
+/// The networks one inference thread owns: the semantic one always, the copy-detection
+/// one unless the server runs without it.
+pub struct Networks {
+    pub semantic: EfficientNet,
+    pub copy: Option<CopyModel>,
+}
+
+impl From<EfficientNet> for Networks {
+    fn from(semantic: EfficientNet) -> Self {
+        Networks {
+            semantic,
+            copy: None,
+        }
+    }
+}
+
+/// One image's inputs: the semantic tensor and, optionally, the copy-detection input.
+pub struct EmbedInput {
+    pub tensor: Vec<f32>,
+    pub copy: Option<Vec<u8>>,
+}
+
+impl From<Vec<f32>> for EmbedInput {
+    fn from(tensor: Vec<f32>) -> Self {
+        EmbedInput { tensor, copy: None }
+    }
+}
+
+impl EmbedInput {
+    fn check(&self) -> Result<(), EmbedError> {
+        if self.tensor.len() != INPUT_LEN {
+            return Err(EmbedError::BadInput {
+                got: self.tensor.len(),
+            });
+        }
+        match &self.copy {
+            Some(c) if c.len() != COPY_INPUT_LEN => Err(EmbedError::BadCopyInput { got: c.len() }),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// What the network says about one image.
@@ -42,6 +88,9 @@ pub struct Inference {
     pub embedding: Vec<f32>,
     /// Raw class logits, `NUM_CLASSES` floats.
     pub logits: Vec<f32>,
+    /// The L2-normalised copy-detection descriptor (`COPY_DIM` floats), when it was asked
+    /// for and the network is loaded.
+    pub copy: Option<Vec<f32>>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -92,7 +141,7 @@ impl BatcherStats {
 }
 
 struct Job {
-    input: Vec<f32>,
+    input: EmbedInput,
     reply: oneshot::Sender<Result<Inference, EmbedError>>,
 }
 
@@ -114,15 +163,18 @@ pub struct EmbeddingBatcher {
     workers: Vec<JoinHandle<()>>,
     config: BatcherConfig,
     stats: Arc<BatcherStats>,
+    has_copy_model: bool,
 }
 
 impl EmbeddingBatcher {
-    pub fn start(model: EfficientNet, config: BatcherConfig) -> Self {
+    pub fn start(model: impl Into<Networks>, config: BatcherConfig) -> Self {
         Self::start_many(vec![model], config)
     }
 
     /// One inference thread per model (session); they share one queue.
-    pub fn start_many(models: Vec<EfficientNet>, config: BatcherConfig) -> Self {
+    pub fn start_many<M: Into<Networks>>(models: Vec<M>, config: BatcherConfig) -> Self {
+        let models: Vec<Networks> = models.into_iter().map(Into::into).collect();
+        let has_copy_model = !models.is_empty() && models.iter().all(|m| m.copy.is_some());
         let config = BatcherConfig {
             max_batch: config.max_batch.max(1),
             queue_capacity: config.queue_capacity.max(1),
@@ -146,7 +198,13 @@ impl EmbeddingBatcher {
             workers,
             config,
             stats,
+            has_copy_model,
         }
+    }
+
+    /// Whether every inference thread runs the copy-detection network too.
+    pub fn has_copy_model(&self) -> bool {
+        self.has_copy_model
     }
 
     pub fn stats(&self) -> &BatcherStats {
@@ -157,11 +215,11 @@ impl EmbeddingBatcher {
         self.config
     }
 
-    /// Queues one preprocessed image (`INPUT_LEN` floats); fails at once when full.
-    pub fn submit(&self, input: Vec<f32>) -> Result<Ticket, EmbedError> {
-        if input.len() != INPUT_LEN {
-            return Err(EmbedError::BadInput { got: input.len() });
-        }
+    /// Queues one preprocessed image (`INPUT_LEN` floats, and optionally the copy input);
+    /// fails at once when full.
+    pub fn submit(&self, input: impl Into<EmbedInput>) -> Result<Ticket, EmbedError> {
+        let input = input.into();
+        input.check()?;
         let tx = self.tx.as_ref().ok_or(EmbedError::Stopped)?;
         let (reply, rx) = oneshot::channel();
         match tx.try_send(Job { input, reply }) {
@@ -177,10 +235,9 @@ impl EmbeddingBatcher {
     }
 
     /// Queues one image, waiting for room instead of failing (batch tools, not servers).
-    pub fn submit_wait(&self, input: Vec<f32>) -> Result<Ticket, EmbedError> {
-        if input.len() != INPUT_LEN {
-            return Err(EmbedError::BadInput { got: input.len() });
-        }
+    pub fn submit_wait(&self, input: impl Into<EmbedInput>) -> Result<Ticket, EmbedError> {
+        let input = input.into();
+        input.check()?;
         let tx = self.tx.as_ref().ok_or(EmbedError::Stopped)?;
         let (reply, rx) = oneshot::channel();
         tx.send(Job { input, reply })
@@ -213,13 +270,14 @@ impl Drop for EmbeddingBatcher {
 }
 
 fn inference_loop(
-    mut model: EfficientNet,
+    mut nets: Networks,
     rx: Receiver<Job>,
     config: BatcherConfig,
     stats: &BatcherStats,
 ) {
     let mut jobs: Vec<Job> = Vec::with_capacity(config.max_batch);
     let mut input: Vec<f32> = Vec::with_capacity(config.max_batch * INPUT_LEN);
+    let mut copy_input: Vec<u8> = Vec::new();
     while let Ok(first) = rx.recv() {
         jobs.push(first);
         let deadline = Instant::now() + config.batch_window;
@@ -238,21 +296,12 @@ fn inference_loop(
                 Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => break,
             }
         }
-        input.clear();
-        for job in &jobs {
-            input.extend_from_slice(&job.input);
-        }
         let n = jobs.len();
         stats.record_batch(n);
-        match model.run(&input, n) {
-            Ok(out) => {
-                for (i, job) in jobs.drain(..).enumerate() {
-                    let mut embedding = out.features_of(i).to_vec();
-                    l2_normalize(&mut embedding);
-                    debug_assert_eq!(embedding.len(), EMBEDDING_DIM);
-                    let logits = out.logits_of(i).to_vec();
-                    debug_assert_eq!(logits.len(), NUM_CLASSES);
-                    let _ = job.reply.send(Ok(Inference { embedding, logits }));
+        match run_batch(&mut nets, &jobs, &mut input, &mut copy_input) {
+            Ok(results) => {
+                for (job, result) in jobs.drain(..).zip(results) {
+                    let _ = job.reply.send(Ok(result));
                 }
             }
             Err(e) => {
@@ -263,6 +312,53 @@ fn inference_loop(
             }
         }
     }
+}
+
+/// Runs one batch through the semantic network and, for the jobs that asked, the copy
+/// network; one `Inference` per job, in order.
+fn run_batch(
+    nets: &mut Networks,
+    jobs: &[Job],
+    input: &mut Vec<f32>,
+    copy_input: &mut Vec<u8>,
+) -> Result<Vec<Inference>, ModelError> {
+    input.clear();
+    for job in jobs {
+        input.extend_from_slice(&job.input.tensor);
+    }
+    let out = nets.semantic.run(input, jobs.len())?;
+    let mut copies: Vec<Option<Vec<f32>>> = vec![None; jobs.len()];
+    if let Some(copy_net) = nets.copy.as_mut() {
+        copy_input.clear();
+        let wanted: Vec<usize> = (0..jobs.len())
+            .filter(|&i| jobs[i].input.copy.is_some())
+            .collect();
+        for &i in &wanted {
+            copy_input.extend_from_slice(jobs[i].input.copy.as_deref().unwrap_or_default());
+        }
+        if !wanted.is_empty() {
+            let descs = copy_net.run(copy_input, wanted.len())?;
+            for (row, &i) in descs.chunks_exact(COPY_DIM).zip(&wanted) {
+                copies[i] = Some(row.to_vec());
+            }
+        }
+    }
+    Ok(copies
+        .into_iter()
+        .enumerate()
+        .map(|(i, copy)| {
+            let mut embedding = out.features_of(i).to_vec();
+            l2_normalize(&mut embedding);
+            debug_assert_eq!(embedding.len(), EMBEDDING_DIM);
+            let logits = out.logits_of(i).to_vec();
+            debug_assert_eq!(logits.len(), NUM_CLASSES);
+            Inference {
+                embedding,
+                logits,
+                copy,
+            }
+        })
+        .collect())
 }
 
 fn model_error(e: &ModelError) -> EmbedError {

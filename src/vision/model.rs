@@ -63,36 +63,55 @@ impl ModelFiles {
         onnxruntime: Option<PathBuf>,
     ) -> Result<Self, ModelError> {
         let caches = cache_dirs();
-        let find = |explicit: Option<PathBuf>, rel: &str, what: &'static str| {
-            if let Some(p) = explicit {
-                return if p.is_file() {
-                    Ok(p)
-                } else {
-                    Err(ModelError::NotFound {
-                        what,
-                        looked: p.display().to_string(),
-                    })
-                };
-            }
-            let candidates: Vec<PathBuf> = caches.iter().map(|c| c.join(rel)).collect();
-            candidates
-                .iter()
-                .find(|p| p.is_file())
-                .cloned()
-                .ok_or_else(|| ModelError::NotFound {
-                    what,
-                    looked: candidates
-                        .iter()
-                        .map(|p| p.display().to_string())
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                })
-        };
+        let find = |explicit, rel, what| find_file(explicit, rel, what, &caches);
         Ok(Self {
             weights: find(weights, WEIGHTS_IN_CACHE, "EfficientNet-Lite0 weights")?,
             onnxruntime: find(onnxruntime, ONNXRUNTIME_IN_CACHE, "ONNX Runtime library")?,
         })
     }
+}
+
+/// The copy-detection model (`copy_model`): `explicit`, or the repo's `.cache/` as for
+/// [`ModelFiles::locate`].
+pub fn locate_copy_model(explicit: Option<PathBuf>) -> Result<PathBuf, ModelError> {
+    find_file(
+        explicit,
+        super::copy_model::COPY_MODEL_IN_CACHE,
+        "copy-detection model (SSCD)",
+        &cache_dirs(),
+    )
+}
+
+/// `explicit` if it is a file, else the first cache holding `rel`.
+fn find_file(
+    explicit: Option<PathBuf>,
+    rel: &str,
+    what: &'static str,
+    caches: &[PathBuf],
+) -> Result<PathBuf, ModelError> {
+    if let Some(p) = explicit {
+        return if p.is_file() {
+            Ok(p)
+        } else {
+            Err(ModelError::NotFound {
+                what,
+                looked: p.display().to_string(),
+            })
+        };
+    }
+    let candidates: Vec<PathBuf> = caches.iter().map(|c| c.join(rel)).collect();
+    candidates
+        .iter()
+        .find(|p| p.is_file())
+        .cloned()
+        .ok_or_else(|| ModelError::NotFound {
+            what,
+            looked: candidates
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+        })
 }
 
 fn cache_dirs() -> Vec<PathBuf> {
@@ -115,7 +134,7 @@ fn cache_dirs() -> Vec<PathBuf> {
 
 /// The process-wide ONNX Runtime environment. The library can be loaded only once per
 /// process, so the first path given wins.
-fn runtime(lib: &Path) -> Result<ort::environment::Environment, ModelError> {
+pub(super) fn runtime(lib: &Path) -> Result<ort::environment::Environment, ModelError> {
     static ENV: OnceLock<Result<ort::environment::Environment, String>> = OnceLock::new();
     let env = ENV.get_or_init(|| {
         let builder = ort::init_from(lib).map_err(|e| e.to_string())?;

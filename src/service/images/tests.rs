@@ -8,8 +8,13 @@ fn id(n: u64) -> DataId {
     DataId::from_u64(n).unwrap()
 }
 
-fn hit(n: u64, cosine: f32) -> Hit {
-    Hit { id: id(n), cosine }
+fn hit(n: u64, cosine: f32) -> ScoredHit {
+    ScoredHit {
+        id: id(n),
+        semantic: Some(cosine),
+        copy: None,
+        score: crate::rules::score(cosine),
+    }
 }
 
 fn record(n: u64, entity: &str) -> ImageRecord {
@@ -119,9 +124,10 @@ mod write_safety {
     use super::super::*;
     use crate::fetch::FetchConfig;
     use crate::store::{EmbeddingSet, ImagePage, SqliteStore};
+    use crate::vision::copy_model::CopyModel;
     use crate::vision::decode::tests::samples;
-    use crate::vision::embedder::BatcherConfig;
-    use crate::vision::model::{EfficientNet, ModelFiles, ModelOptions};
+    use crate::vision::embedder::{BatcherConfig, Networks};
+    use crate::vision::model::{locate_copy_model, EfficientNet, ModelFiles, ModelOptions};
 
     /// A point where a store operation stops until the test lets it go: `entered` tells
     /// the test the operation is running (inside the blocking task), `release` resumes it.
@@ -160,9 +166,13 @@ mod write_safety {
     }
 
     impl ImageStore for PausingStore {
-        fn create_db(&self, db: DbRef<'_>) -> Result<DbInfo, StoreError> {
+        fn create_db_with(
+            &self,
+            db: DbRef<'_>,
+            descriptors: DbDescriptors,
+        ) -> Result<DbInfo, StoreError> {
             self.pause_point("create_db");
-            self.inner.create_db(db)
+            self.inner.create_db_with(db, descriptors)
         }
         fn get_db(&self, db: DbRef<'_>) -> Result<Option<DbInfo>, StoreError> {
             self.inner.get_db(db)
@@ -209,19 +219,36 @@ mod write_safety {
         fn for_each_embedding(
             &self,
             db: DbRef<'_>,
+            kind: Descriptor,
             visit: &mut dyn FnMut(DataId, &[f32]),
         ) -> Result<u64, StoreError> {
-            self.inner.for_each_embedding(db, visit)
+            self.inner.for_each_embedding(db, kind, visit)
         }
-        fn list_ids(&self, db: DbRef<'_>) -> Result<Vec<DataId>, StoreError> {
-            self.inner.list_ids(db)
+        fn list_ids(&self, db: DbRef<'_>, kind: Descriptor) -> Result<Vec<DataId>, StoreError> {
+            self.inner.list_ids(db, kind)
         }
         fn get_embeddings(
             &self,
             db: DbRef<'_>,
+            kind: Descriptor,
             ids: &[DataId],
         ) -> Result<EmbeddingSet, StoreError> {
-            self.inner.get_embeddings(db, ids)
+            self.inner.get_embeddings(db, kind, ids)
+        }
+        fn set_copy_embeddings(
+            &self,
+            db: DbRef<'_>,
+            vectors: &[(DataId, Vec<f32>)],
+        ) -> Result<usize, StoreError> {
+            self.inner.set_copy_embeddings(db, vectors)
+        }
+        fn ids_without_copy(
+            &self,
+            db: DbRef<'_>,
+            after: Option<DataId>,
+            limit: usize,
+        ) -> Result<Vec<DataId>, StoreError> {
+            self.inner.ids_without_copy(db, after, limit)
         }
     }
 
@@ -232,8 +259,14 @@ mod write_safety {
             pauses: Mutex::new(HashMap::new()),
         });
         let files = ModelFiles::locate(None, None).expect("model files (run scripts/setup.sh)");
-        let model = EfficientNet::load(&files, ModelOptions::default()).unwrap();
-        let embedder = Arc::new(EmbeddingBatcher::start(model, BatcherConfig::default()));
+        let copy_path = locate_copy_model(None).expect("copy model (run scripts/setup.sh)");
+        let nets = Networks {
+            semantic: EfficientNet::load(&files, ModelOptions::default()).unwrap(),
+            copy: Some(
+                CopyModel::load(&files.onnxruntime, &copy_path, ModelOptions::default()).unwrap(),
+            ),
+        };
+        let embedder = Arc::new(EmbeddingBatcher::start(nets, BatcherConfig::default()));
         let service = ImageService::start(
             store.clone(),
             ImageFetcher::new(FetchConfig::default()).unwrap(),
@@ -302,7 +335,7 @@ mod write_safety {
         let (entered, release) = store.arm("create_db");
         let request = tokio::spawn({
             let svc = svc.clone();
-            async move { svc.create_db("t", "db").await }
+            async move { svc.create_db("t", "db", DbDescriptors::Both).await }
         });
         wait_entered(entered).await;
         request.abort(); // the client went away: hyper drops the handler's future
@@ -322,7 +355,7 @@ mod write_safety {
     async fn an_add_cancelled_mid_write_is_searchable() {
         let dir = tempfile::tempdir().unwrap();
         let (svc, store) = service(dir.path());
-        svc.create_db("t", "db").await.unwrap();
+        svc.create_db("t", "db", DbDescriptors::Both).await.unwrap();
         let bytes = photo();
         let (entered, release) = store.arm("add_images");
         let request = tokio::spawn({
@@ -357,7 +390,7 @@ mod write_safety {
     async fn a_delete_entity_cancelled_mid_write_leaves_the_index_in_step() {
         let dir = tempfile::tempdir().unwrap();
         let (svc, store) = service(dir.path());
-        svc.create_db("t", "db").await.unwrap();
+        svc.create_db("t", "db", DbDescriptors::Both).await.unwrap();
         svc.add_image("t", add_request("db", "e1", photo()))
             .await
             .unwrap();
@@ -378,7 +411,7 @@ mod write_safety {
     async fn an_add_racing_delete_and_recreate_does_not_split_the_new_database() {
         let dir = tempfile::tempdir().unwrap();
         let (svc, store) = service(dir.path());
-        svc.create_db("t", "db").await.unwrap();
+        svc.create_db("t", "db", DbDescriptors::Both).await.unwrap();
         let (entered, release) = store.arm("add_images");
         let add = tokio::spawn({
             let svc = svc.clone();
@@ -390,7 +423,7 @@ mod write_safety {
             let svc = svc.clone();
             async move {
                 svc.delete_db("t", "db").await?;
-                svc.create_db("t", "db").await
+                svc.create_db("t", "db", DbDescriptors::Both).await
             }
         });
         tokio::time::sleep(Duration::from_millis(100)).await;

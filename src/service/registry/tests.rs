@@ -4,12 +4,22 @@
 use std::path::Path;
 
 use super::*;
-use crate::index::Hit;
-use crate::store::{DataId, DbRef, NewImage, SqliteStore};
+use crate::embedding::{COPY_DIM, EMBEDDING_DIM};
+use crate::service::db_index::{ImageVectors, QueryVectors, ScoredHit};
+use crate::store::{DataId, DbRef, Descriptor, NewImage, SqliteStore};
 
 fn unit(seed: u64) -> Vec<f32> {
+    unit_of(seed, EMBEDDING_DIM)
+}
+
+/// The copy descriptor of image `seed` (another random unit vector).
+fn copy_of(seed: u64) -> Vec<f32> {
+    unit_of(seed ^ 0xC0FF_EE00, COPY_DIM)
+}
+
+fn unit_of(seed: u64, dim: usize) -> Vec<f32> {
     let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut v: Vec<f32> = (0..EMBEDDING_DIM)
+    let mut v: Vec<f32> = (0..dim)
         .map(|_| {
             s ^= s << 13;
             s ^= s >> 7;
@@ -28,11 +38,22 @@ fn settings(dir: &Path, threshold: usize) -> IndexSettings {
     }
 }
 
-/// Adds images `seeds` to the store only (as if the process died before the index).
+/// Adds images `seeds` to the store only (as if the process died before the index), with
+/// both descriptors.
 fn store_add(store: &SqliteStore, db: DbRef<'_>, seeds: std::ops::Range<u64>) -> Vec<DataId> {
+    store_add_with(store, db, seeds, true)
+}
+
+/// [`store_add`], with or without copy descriptors (images stored before they existed).
+fn store_add_with(
+    store: &SqliteStore,
+    db: DbRef<'_>,
+    seeds: std::ops::Range<u64>,
+    with_copy: bool,
+) -> Vec<DataId> {
     seeds
         .map(|i| {
-            let v = unit(i);
+            let (v, c) = (unit(i), copy_of(i));
             let e = format!("e{i}");
             store
                 .add_image(
@@ -42,6 +63,7 @@ fn store_add(store: &SqliteStore, db: DbRef<'_>, seeds: std::ops::Range<u64>) ->
                         extra_data: "",
                         image_url: "",
                         embedding: &v,
+                        copy_embedding: with_copy.then_some(c.as_slice()),
                         thumbnail: None,
                     },
                 )
@@ -51,9 +73,12 @@ fn store_add(store: &SqliteStore, db: DbRef<'_>, seeds: std::ops::Range<u64>) ->
         .collect()
 }
 
-fn top(ix: &DbIndex, store: &dyn ImageStore, seed: u64) -> Hit {
-    let q = unit(seed);
-    ix.search(store, &[&q], 3, 40).unwrap().0[0]
+fn top(ix: &DbIndex, store: &dyn ImageStore, seed: u64) -> ScoredHit {
+    let q = QueryVectors {
+        semantic: vec![unit(seed)],
+        copy: Some(copy_of(seed)),
+    };
+    ix.search(store, &q, 3, 40).unwrap().0[0]
 }
 
 #[test]
@@ -69,17 +94,25 @@ fn promotes_at_the_threshold_and_reloads_the_snapshot_in_step_with_the_store() {
     let ix = indexes.get("tenant/x", "big").unwrap();
     assert!(!ix.is_ann());
     for (i, id) in (120..160).zip(store_add(&store, db, 120..160)) {
-        ix.add(id, &unit(i)).unwrap();
+        let (v, c) = (unit(i), copy_of(i));
+        let vectors = ImageVectors {
+            semantic: &v,
+            copy: Some(&c),
+        };
+        ix.add(id, vectors).unwrap();
     }
     ix.promote(store.as_ref(), indexes.settings()).unwrap();
     assert!(ix.is_ann());
     assert_eq!(ix.len(), 160);
     let meta = snapshot::read_meta(&ix.dir).unwrap();
     assert_eq!(meta.count, 160);
-    // Re-ranked: the exact copy first, with the exact cosine (score 10).
+    let copy_meta = snapshot::read_meta(&ix.dir.join("copy")).unwrap();
+    assert_eq!((copy_meta.count, copy_meta.dim), (160, COPY_DIM));
+    // Re-ranked: the exact copy first, with the exact cosines (score 10).
     let hit = top(&ix, store.as_ref(), 7);
     assert_eq!(hit.id, ids[7]);
-    assert_eq!(crate::rules::score(hit.cosine), 10.0);
+    assert_eq!(hit.score, 10.0);
+    assert!(hit.copy.is_some_and(|c| c > 0.999) && hit.semantic.is_some_and(|s| s > 0.999));
 
     // After the snapshot, the store moves on without the index (a crash): 10 adds,
     // one entity deleted.
@@ -98,6 +131,10 @@ fn promotes_at_the_threshold_and_reloads_the_snapshot_in_step_with_the_store() {
     indexes.snapshot_all();
     assert_eq!(snapshot::read_meta(&ix.dir).unwrap().count, 169);
     assert_eq!(snapshot::read_meta(&ix.dir).unwrap().generation, 2);
+    assert_eq!(
+        snapshot::read_meta(&ix.dir.join("copy")).unwrap().count,
+        169
+    );
     drop((ix, indexes));
     let indexes = DbIndexes::open(store.clone(), settings(dir.path(), 150)).unwrap();
     assert_eq!(indexes.get("tenant/x", "big").unwrap().len(), 169);
@@ -167,4 +204,56 @@ fn a_recreated_database_does_not_inherit_the_old_snapshot() {
     // Deleting the database removes its snapshot; orphans are swept at open.
     indexes.deleted(&ix);
     assert!(!stale.exists());
+}
+
+#[test]
+fn images_stored_before_copy_descriptors_are_found_by_their_semantic_vector() {
+    for threshold in [1000, 50] {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(SqliteStore::open(dir.path()).unwrap());
+        let db = DbRef::new("t", "mixed");
+        store.create_db(db).unwrap();
+        // 40 old images (semantic only), then 40 with both descriptors.
+        let old = store_add_with(&store, db, 0..40, false);
+        let new = store_add(&store, db, 40..80);
+        assert_eq!(store.list_ids(db, Descriptor::Copy).unwrap(), new);
+        let indexes = DbIndexes::open(store.clone(), settings(dir.path(), threshold)).unwrap();
+        let ix = indexes.get("t", "mixed").unwrap();
+        assert_eq!(ix.is_ann(), threshold == 50);
+        assert_eq!(ix.len(), 80);
+        // An old image: its semantic twin scores 10 without a copy cosine.
+        let hit = top(&ix, store.as_ref(), 5);
+        assert_eq!((hit.id, hit.score, hit.copy), (old[5], 10.0, None));
+        // A new one, by its copy descriptor alone.
+        let q = QueryVectors {
+            semantic: vec![unit(10_000)],
+            copy: Some(copy_of(45)),
+        };
+        let hit = ix.search(store.as_ref(), &q, 3, 40).unwrap().0[0];
+        assert_eq!((hit.id, hit.score), (new[5], 10.0));
+        // Backfilled descriptors reach the index after a restart.
+        let backfill: Vec<(DataId, Vec<f32>)> = old
+            .iter()
+            .zip(0..)
+            .map(|(&id, i)| (id, copy_of(i)))
+            .collect();
+        assert_eq!(store.set_copy_embeddings(db, &backfill).unwrap(), 40);
+        assert_eq!(
+            store.set_copy_embeddings(db, &backfill).unwrap(),
+            0,
+            "never over one stored"
+        );
+        assert!(store.ids_without_copy(db, None, 10).unwrap().is_empty());
+        drop((ix, indexes));
+        let indexes = DbIndexes::open(store.clone(), settings(dir.path(), threshold)).unwrap();
+        let ix = indexes.get("t", "mixed").unwrap();
+        let q = QueryVectors {
+            semantic: vec![unit(10_000)],
+            copy: Some(copy_of(5)),
+        };
+        assert_eq!(
+            ix.search(store.as_ref(), &q, 3, 40).unwrap().0[0].id,
+            old[5]
+        );
+    }
 }

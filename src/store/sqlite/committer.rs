@@ -4,6 +4,7 @@
 
 use super::rows::{encode_embedding, require_db, sql_id};
 use super::{lock, now_micros, now_millis, DataIdGen, Writer};
+use crate::embedding::COPY_DIM;
 use crate::store::{DbRef, ImageRecord, NewImage, StoreError, StoreOptions};
 use rusqlite::{params, Connection, TransactionBehavior};
 use std::sync::{mpsc, Mutex};
@@ -27,6 +28,25 @@ pub(super) fn check_embeddings(db: DbRef<'_>, images: &[NewImage<'_>]) -> Result
                 "an embedding holds a NaN or infinite value".into(),
             ));
         }
+        if let Some(copy) = image.copy_embedding {
+            check_copy_embedding(copy)?;
+        }
+    }
+    Ok(())
+}
+
+/// A copy descriptor must be `COPY_DIM` finite floats.
+pub(super) fn check_copy_embedding(v: &[f32]) -> Result<(), StoreError> {
+    if v.len() != COPY_DIM {
+        return Err(StoreError::Invalid(format!(
+            "a copy descriptor has {} dimensions, not {COPY_DIM}",
+            v.len()
+        )));
+    }
+    if !v.iter().all(|x| x.is_finite()) {
+        return Err(StoreError::Invalid(
+            "a copy descriptor holds a NaN or infinite value".into(),
+        ));
     }
     Ok(())
 }
@@ -46,6 +66,7 @@ pub(super) struct OwnedImage {
     pub(super) extra_data: String,
     pub(super) image_url: String,
     pub(super) embedding: Vec<f32>,
+    pub(super) copy_embedding: Option<Vec<f32>>,
     pub(super) thumbnail: Option<Vec<u8>>,
 }
 
@@ -56,6 +77,7 @@ impl From<&NewImage<'_>> for OwnedImage {
             extra_data: i.extra_data.to_owned(),
             image_url: i.image_url.to_owned(),
             embedding: i.embedding.to_vec(),
+            copy_embedding: i.copy_embedding.map(<[f32]>::to_vec),
             thumbnail: i.thumbnail.map(<[u8]>::to_vec),
         }
     }
@@ -68,6 +90,7 @@ impl OwnedImage {
             extra_data: &self.extra_data,
             image_url: &self.image_url,
             embedding: &self.embedding,
+            copy_embedding: self.copy_embedding.as_deref(),
             thumbnail: self.thumbnail.as_deref(),
         }
     }
@@ -190,6 +213,8 @@ pub(super) fn insert_images(
     )?;
     let mut insert_vec =
         conn.prepare_cached("INSERT INTO image_vectors(data_id, vec) VALUES (?1, ?2)")?;
+    let mut insert_copy =
+        conn.prepare_cached("INSERT INTO image_copy_vectors(data_id, vec) VALUES (?1, ?2)")?;
     let mut insert_thumb =
         conn.prepare_cached("INSERT INTO image_thumbnails(data_id, jpeg) VALUES (?1, ?2)")?;
     let mut records = Vec::with_capacity(images.len());
@@ -208,6 +233,10 @@ pub(super) fn insert_images(
         ])?;
         encode_embedding(image.embedding, &mut blob);
         insert_vec.execute(params![key, blob])?;
+        if let Some(copy) = image.copy_embedding {
+            encode_embedding(copy, &mut blob);
+            insert_copy.execute(params![key, blob])?;
+        }
         if let Some(jpeg) = image.thumbnail {
             insert_thumb.execute(params![key, jpeg])?;
         }

@@ -2,7 +2,7 @@
 //! pooled reader. Not here: the schema (`schema`), row mapping (`rows`), group commit
 //! (`committer`).
 
-use super::committer::{check_embeddings, OwnedImage, PendingAdd};
+use super::committer::{check_copy_embedding, check_embeddings, OwnedImage, PendingAdd};
 use super::rows::{
     count_from_sql, data_id_from_sql, decode_embedding, find_db, image_convert, image_from,
     list_dbs_where, prefix_successor, require_db, sql_id, IMAGE_COLUMNS,
@@ -11,15 +11,19 @@ use super::schema::raise_data_id_floor;
 use super::{now_millis, SqliteStore, Writer};
 use crate::rules::is_valid_db_name;
 use crate::store::{
-    DataId, DbInfo, DbRef, EmbeddingSet, ImagePage, ImageRecord, ImageStore, ListQuery, NewImage,
-    Order, StoreError,
+    DataId, DbDescriptors, DbInfo, DbRef, Descriptor, EmbeddingSet, ImagePage, ImageRecord,
+    ImageStore, ListQuery, NewImage, Order, StoreError,
 };
 use rusqlite::types::Value;
 use rusqlite::{params, params_from_iter, OptionalExtension, TransactionBehavior};
 use std::sync::mpsc;
 
 impl ImageStore for SqliteStore {
-    fn create_db(&self, db: DbRef<'_>) -> Result<DbInfo, StoreError> {
+    fn create_db_with(
+        &self,
+        db: DbRef<'_>,
+        descriptors: DbDescriptors,
+    ) -> Result<DbInfo, StoreError> {
         if !is_valid_db_name(db.name) {
             return Err(StoreError::Invalid(format!(
                 "database name {:?} must be 2-64 lower-case letters, digits or '_'",
@@ -31,10 +35,10 @@ impl ImageStore for SqliteStore {
         let inserted = w
             .conn
             .prepare_cached(
-                "INSERT INTO image_dbs(tenant, name, created_at) VALUES (?1, ?2, ?3)
+                "INSERT INTO image_dbs(tenant, name, created_at, descriptors) VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT(tenant, name) DO NOTHING",
             )?
-            .execute(params![db.tenant, db.name, created_at])?;
+            .execute(params![db.tenant, db.name, created_at, descriptors.code()])?;
         if inserted == 0 {
             return Err(StoreError::DbExists(db.name.to_owned()));
         }
@@ -44,6 +48,7 @@ impl ImageStore for SqliteStore {
             created_at,
             image_count: 0,
             dim: None,
+            descriptors,
         })
     }
 
@@ -231,12 +236,17 @@ impl ImageStore for SqliteStore {
         })
     }
 
-    fn list_ids(&self, db: DbRef<'_>) -> Result<Vec<DataId>, StoreError> {
+    fn list_ids(&self, db: DbRef<'_>, kind: Descriptor) -> Result<Vec<DataId>, StoreError> {
         self.with_reader(|conn| {
             let tx = conn.transaction()?;
             let row = require_db(&tx, db)?;
-            let mut stmt =
-                tx.prepare_cached("SELECT data_id FROM images WHERE db_id = ?1 ORDER BY data_id")?;
+            let mut stmt = tx.prepare_cached(match kind {
+                Descriptor::Semantic => "SELECT data_id FROM images WHERE db_id = ?1 ORDER BY data_id",
+                Descriptor::Copy => {
+                    "SELECT i.data_id FROM images i JOIN image_copy_vectors c ON c.data_id = i.data_id
+                     WHERE i.db_id = ?1 ORDER BY i.data_id"
+                }
+            })?;
             let mut rows = stmt.query([row.id])?;
             let mut out = Vec::with_capacity(usize::try_from(row.info.image_count).unwrap_or(0));
             while let Some(r) = rows.next()? {
@@ -246,21 +256,27 @@ impl ImageStore for SqliteStore {
         })
     }
 
-    fn get_embeddings(&self, db: DbRef<'_>, ids: &[DataId]) -> Result<EmbeddingSet, StoreError> {
+    fn get_embeddings(
+        &self,
+        db: DbRef<'_>,
+        kind: Descriptor,
+        ids: &[DataId],
+    ) -> Result<EmbeddingSet, StoreError> {
         self.with_reader(|conn| {
             let tx = conn.transaction()?;
             let row = require_db(&tx, db)?;
-            let dim = row.info.dim.unwrap_or(0);
+            let (table, want_dim) = vector_table(kind, row.info.dim);
+            let dim = want_dim.unwrap_or(0);
             let mut set = EmbeddingSet {
                 dim,
                 ids: Vec::with_capacity(ids.len()),
                 vectors: Vec::with_capacity(ids.len() * dim),
             };
             // The join keeps tenants apart: the id must belong to this tenant's database.
-            let mut stmt = tx.prepare_cached(
-                "SELECT v.vec FROM image_vectors v JOIN images i ON i.data_id = v.data_id
-                 WHERE v.data_id = ?1 AND i.db_id = ?2",
-            )?;
+            let mut stmt = tx.prepare_cached(&format!(
+                "SELECT v.vec FROM {table} v JOIN images i ON i.data_id = v.data_id
+                 WHERE v.data_id = ?1 AND i.db_id = ?2"
+            ))?;
             let mut buf = Vec::with_capacity(dim);
             for &id in ids {
                 let mut rows = stmt.query(params![sql_id(id), row.id])?;
@@ -269,7 +285,7 @@ impl ImageStore for SqliteStore {
                         .get_ref(0)?
                         .as_blob()
                         .map_err(|e| StoreError::Corrupt(format!("embedding of {id}: {e}")))?;
-                    decode_embedding(blob, row.info.dim, &mut buf)
+                    decode_embedding(blob, want_dim, &mut buf)
                         .map_err(|e| StoreError::Corrupt(format!("image {id}: {e}")))?;
                     set.ids.push(id);
                     set.vectors.extend_from_slice(&buf);
@@ -282,20 +298,26 @@ impl ImageStore for SqliteStore {
     fn for_each_embedding(
         &self,
         db: DbRef<'_>,
+        kind: Descriptor,
         visit: &mut dyn FnMut(DataId, &[f32]),
     ) -> Result<u64, StoreError> {
         self.with_reader(|conn| {
             let tx = conn.transaction()?;
             let row = require_db(&tx, db)?;
-            // LEFT JOIN so that an image that lost its vector is reported, not silently skipped.
-            let mut stmt = tx.prepare_cached(
+            let (table, mut dim) = vector_table(kind, row.info.dim);
+            // LEFT JOIN so that an image that lost its semantic vector is reported, not
+            // silently skipped; images stored before copy descriptors existed have none.
+            let join = match kind {
+                Descriptor::Semantic => "LEFT JOIN",
+                Descriptor::Copy => "JOIN",
+            };
+            let mut stmt = tx.prepare_cached(&format!(
                 "SELECT i.data_id, v.vec FROM images i
-                 LEFT JOIN image_vectors v ON v.data_id = i.data_id
-                 WHERE i.db_id = ?1 ORDER BY i.data_id",
-            )?;
+                 {join} {table} v ON v.data_id = i.data_id
+                 WHERE i.db_id = ?1 ORDER BY i.data_id"
+            ))?;
             let mut rows = stmt.query([row.id])?;
-            let mut buf: Vec<f32> = Vec::with_capacity(row.info.dim.unwrap_or(0));
-            let mut dim = row.info.dim;
+            let mut buf: Vec<f32> = Vec::with_capacity(dim.unwrap_or(0));
             let mut visited = 0u64;
             while let Some(r) = rows.next()? {
                 let id = data_id_from_sql(r.get(0)?)?;
@@ -313,5 +335,71 @@ impl ImageStore for SqliteStore {
             }
             Ok(visited)
         })
+    }
+
+    fn set_copy_embeddings(
+        &self,
+        db: DbRef<'_>,
+        vectors: &[(DataId, Vec<f32>)],
+    ) -> Result<usize, StoreError> {
+        for (_, v) in vectors {
+            check_copy_embedding(v)?;
+        }
+        let mut w = self.writer();
+        let tx = w
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let row = require_db(&tx, db)?;
+        let mut stored = 0;
+        {
+            // Only images of this database, and never over a descriptor already there.
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO image_copy_vectors(data_id, vec)
+                 SELECT data_id, ?2 FROM images WHERE data_id = ?1 AND db_id = ?3
+                 ON CONFLICT(data_id) DO NOTHING",
+            )?;
+            let mut blob = Vec::new();
+            for (id, v) in vectors {
+                super::rows::encode_embedding(v, &mut blob);
+                stored += insert.execute(params![sql_id(*id), blob, row.id])?;
+            }
+        }
+        tx.commit()?;
+        Ok(stored)
+    }
+
+    fn ids_without_copy(
+        &self,
+        db: DbRef<'_>,
+        after: Option<DataId>,
+        limit: usize,
+    ) -> Result<Vec<DataId>, StoreError> {
+        self.with_reader(|conn| {
+            let tx = conn.transaction()?;
+            let row = require_db(&tx, db)?;
+            let mut stmt = tx.prepare_cached(
+                "SELECT i.data_id FROM images i
+                 WHERE i.db_id = ?1 AND i.data_id > ?2
+                   AND NOT EXISTS (SELECT 1 FROM image_copy_vectors c WHERE c.data_id = i.data_id)
+                 ORDER BY i.data_id LIMIT ?3",
+            )?;
+            let after = after.map_or(-1, sql_id);
+            let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+            let mut rows = stmt.query(params![row.id, after, limit])?;
+            let mut out = Vec::new();
+            while let Some(r) = rows.next()? {
+                out.push(data_id_from_sql(r.get(0)?)?);
+            }
+            Ok(out)
+        })
+    }
+}
+
+/// The table holding vectors of `kind` and their dimension (the database's recorded one
+/// for semantic vectors, fixed for copy descriptors).
+fn vector_table(kind: Descriptor, semantic_dim: Option<usize>) -> (&'static str, Option<usize>) {
+    match kind {
+        Descriptor::Semantic => ("image_vectors", semantic_dim),
+        Descriptor::Copy => ("image_copy_vectors", Some(kind.dim())),
     }
 }

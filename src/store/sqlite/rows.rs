@@ -1,6 +1,7 @@
 //! Mapping between SQLite rows and the store's types: column lists, id and count
 //! conversions, database and image rows, embedding BLOBs. Not here: SQL that changes data.
 
+use crate::embedding::DbDescriptors;
 use crate::store::{DataId, DbInfo, DbRef, ImageRecord, StoreError};
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
@@ -46,9 +47,7 @@ pub(super) struct DbRow {
     pub(super) info: DbInfo,
 }
 
-pub(super) fn db_row_from(
-    row: &Row<'_>,
-) -> rusqlite::Result<(i64, String, String, i64, i64, Option<i64>)> {
+pub(super) fn db_row_from(row: &Row<'_>) -> rusqlite::Result<DbRaw> {
     Ok((
         row.get(0)?,
         row.get(1)?,
@@ -56,13 +55,18 @@ pub(super) fn db_row_from(
         row.get(3)?,
         row.get(4)?,
         row.get(5)?,
+        row.get(6)?,
     ))
 }
 
-pub(super) fn db_row_convert(
-    raw: (i64, String, String, i64, i64, Option<i64>),
-) -> Result<DbRow, StoreError> {
-    let (id, tenant, name, created_at, count, dim) = raw;
+/// One `image_dbs` row as read, before checking (`DB_COLUMNS` order).
+pub(super) type DbRaw = (i64, String, String, i64, i64, Option<i64>, i64);
+
+pub(super) fn db_row_convert(raw: DbRaw) -> Result<DbRow, StoreError> {
+    let (id, tenant, name, created_at, count, dim, descriptors) = raw;
+    let descriptors = DbDescriptors::from_code(descriptors).ok_or_else(|| {
+        StoreError::Corrupt(format!("unknown descriptor set {descriptors} of {name:?}"))
+    })?;
     let dim = dim
         .map(|d| {
             usize::try_from(d)
@@ -79,11 +83,12 @@ pub(super) fn db_row_convert(
             name,
             created_at,
             dim,
+            descriptors,
         },
     })
 }
 
-pub(super) const DB_COLUMNS: &str = "id, tenant, name, created_at, image_count, dim";
+pub(super) const DB_COLUMNS: &str = "id, tenant, name, created_at, image_count, dim, descriptors";
 
 pub(super) fn find_db(conn: &Connection, db: DbRef<'_>) -> Result<Option<DbRow>, StoreError> {
     let mut stmt = conn.prepare_cached(&format!(

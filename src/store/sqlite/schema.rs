@@ -57,6 +57,13 @@ pub(super) const MIGRATIONS: &[&str] = &[
         key   TEXT PRIMARY KEY,
         value INTEGER NOT NULL
     ) WITHOUT ROWID;",
+    // 2: the copy-detection descriptor beside the semantic embedding (absent for images
+    // stored before it existed), and what each database indexes (`DbDescriptors::code`).
+    "CREATE TABLE image_copy_vectors (
+        data_id INTEGER PRIMARY KEY REFERENCES images(data_id) ON DELETE CASCADE,
+        vec     BLOB NOT NULL
+    );
+    ALTER TABLE image_dbs ADD COLUMN descriptors INTEGER NOT NULL DEFAULT 0;",
 ];
 pub(super) fn check_version(conn: &Connection) -> Result<(), StoreError> {
     let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;

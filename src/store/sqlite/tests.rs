@@ -5,6 +5,7 @@ use super::committer::{commit_group, OwnedImage};
 use super::rows::{prefix_successor, sql_id};
 use super::schema::MIGRATIONS;
 use super::*;
+use crate::embedding::{DbDescriptors, Descriptor, COPY_DIM};
 use crate::store::{
     DbRef, EmbeddingSet, ImagePage, ImageRecord, ImageStore, ListQuery, NewImage, Order,
 };
@@ -36,6 +37,7 @@ fn img<'a>(entity_id: &'a str, embedding: &'a [f32]) -> NewImage<'a> {
         extra_data: "",
         image_url: "http://127.0.0.1/x.jpg",
         embedding,
+        copy_embedding: None,
         thumbnail: None,
     }
 }
@@ -760,7 +762,7 @@ fn load_all_embeddings_round_trip() {
 
     let mut visited = Vec::new();
     let n = store
-        .for_each_embedding(db, &mut |id, v| {
+        .for_each_embedding(db, Descriptor::Semantic, &mut |id, v| {
             let i = visited.len();
             assert_eq!(id, ids[i]);
             assert!(v
@@ -772,7 +774,7 @@ fn load_all_embeddings_round_trip() {
         .unwrap();
     assert_eq!(n, 300);
 
-    let set: EmbeddingSet = store.load_embeddings(db).unwrap();
+    let set: EmbeddingSet = store.load_embeddings(db, Descriptor::Semantic).unwrap();
     assert_eq!(
         (set.dim, set.len(), set.vectors.len()),
         (dim, 300, 300 * dim)
@@ -781,7 +783,7 @@ fn load_all_embeddings_round_trip() {
     assert_eq!(set.vector(299).unwrap(), &vectors[299][..]);
 
     // Ids and embeddings by id: order given, missing and other tenants' ids skipped.
-    assert_eq!(store.list_ids(db).unwrap(), ids);
+    assert_eq!(store.list_ids(db, Descriptor::Semantic).unwrap(), ids);
     let other = DbRef::new("u", "default");
     store.create_db(other).unwrap();
     let foreign = store
@@ -789,19 +791,33 @@ fn load_all_embeddings_round_trip() {
         .unwrap()
         .data_id;
     let wanted = [ids[7], foreign, DataId::from_u64(1).unwrap(), ids[2]];
-    let got = store.get_embeddings(db, &wanted).unwrap();
+    let got = store
+        .get_embeddings(db, Descriptor::Semantic, &wanted)
+        .unwrap();
     assert_eq!(got.ids, vec![ids[7], ids[2]]);
     assert_eq!(got.vector(0).unwrap(), &vectors[7][..]);
     assert_eq!(got.vector(1).unwrap(), &vectors[2][..]);
-    assert_eq!(store.list_ids(other).unwrap(), vec![foreign]);
+    assert_eq!(
+        store.list_ids(other, Descriptor::Semantic).unwrap(),
+        vec![foreign]
+    );
 
     let empty = DbRef::new("t", "empty");
     store.create_db(empty).unwrap();
-    assert!(store.list_ids(empty).unwrap().is_empty());
-    assert!(store.get_embeddings(empty, &ids).unwrap().is_empty());
-    assert!(store.load_embeddings(empty).unwrap().is_empty());
+    assert!(store
+        .list_ids(empty, Descriptor::Semantic)
+        .unwrap()
+        .is_empty());
+    assert!(store
+        .get_embeddings(empty, Descriptor::Semantic, &ids)
+        .unwrap()
+        .is_empty());
+    assert!(store
+        .load_embeddings(empty, Descriptor::Semantic)
+        .unwrap()
+        .is_empty());
     assert!(matches!(
-        store.load_embeddings(DbRef::new("t", "nope")),
+        store.load_embeddings(DbRef::new("t", "nope"), Descriptor::Semantic),
         Err(StoreError::DbNotFound(_))
     ));
 }
@@ -820,13 +836,15 @@ fn corrupt_embedding_blob_is_a_corrupt_error() {
             params![bad, sql_id(ids[1])],
         )
         .unwrap();
-        let err = store.for_each_embedding(db, &mut |_, _| {}).unwrap_err();
+        let err = store
+            .for_each_embedding(db, Descriptor::Semantic, &mut |_, _| {})
+            .unwrap_err();
         assert!(
             matches!(err, StoreError::Corrupt(ref m) if m.contains(&ids[1].to_string())),
             "{err}"
         );
         assert!(matches!(
-            store.load_embeddings(db),
+            store.load_embeddings(db, Descriptor::Semantic),
             Err(StoreError::Corrupt(_))
         ));
     }
@@ -836,7 +854,7 @@ fn corrupt_embedding_blob_is_a_corrupt_error() {
     )
     .unwrap();
     assert!(matches!(
-        store.for_each_embedding(db, &mut |_, _| {}),
+        store.for_each_embedding(db, Descriptor::Semantic, &mut |_, _| {}),
         Err(StoreError::Corrupt(_))
     ));
     // Listing does not read vectors and keeps working.
@@ -1015,7 +1033,13 @@ fn acknowledged_adds_survive_sigkill() {
             store.get_db(db).unwrap().unwrap().image_count,
             listed.len() as u64
         );
-        assert_eq!(store.load_embeddings(db).unwrap().len(), listed.len());
+        assert_eq!(
+            store
+                .load_embeddings(db, Descriptor::Semantic)
+                .unwrap()
+                .len(),
+            listed.len()
+        );
         eprintln!(
             "round {round}: killed after {delay} ms, {} acknowledged adds all present",
             acked.len()
@@ -1115,4 +1139,134 @@ fn concurrent_adds_are_all_stored_once() {
         .collect();
     assert_eq!(listed, ids);
     assert_eq!(store.get_db(db).unwrap().unwrap().image_count, 320);
+}
+
+#[test]
+fn copy_descriptors_are_stored_beside_the_embedding_and_deleted_with_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let db = DbRef::new("t", "both");
+    let info = store.create_db(db).unwrap();
+    assert_eq!(info.descriptors, DbDescriptors::Both);
+    let copy_only = store
+        .create_db_with(DbRef::new("t", "copies"), DbDescriptors::Copy)
+        .unwrap();
+    assert_eq!(copy_only.descriptors, DbDescriptors::Copy);
+    let listed: Vec<_> = store
+        .list_dbs("t")
+        .unwrap()
+        .into_iter()
+        .map(|d| (d.name, d.descriptors))
+        .collect();
+    assert_eq!(
+        listed,
+        vec![
+            ("both".into(), DbDescriptors::Both),
+            ("copies".into(), DbDescriptors::Copy)
+        ]
+    );
+
+    let (v, c) = (emb(1, DIM), emb(2, COPY_DIM));
+    let with = store
+        .add_image(
+            db,
+            &NewImage {
+                copy_embedding: Some(&c),
+                ..img("a", &v)
+            },
+        )
+        .unwrap()
+        .data_id;
+    let without = store.add_image(db, &img("b", &v)).unwrap().data_id;
+    assert_eq!(store.list_ids(db, Descriptor::Copy).unwrap(), vec![with]);
+    assert_eq!(
+        store.list_ids(db, Descriptor::Semantic).unwrap(),
+        vec![with, without]
+    );
+    let got = store
+        .get_embeddings(db, Descriptor::Copy, &[without, with])
+        .unwrap();
+    assert_eq!((got.dim, got.ids.clone()), (COPY_DIM, vec![with]));
+    assert_eq!(got.vector(0).unwrap(), &c[..]);
+    let set = store.load_embeddings(db, Descriptor::Copy).unwrap();
+    assert_eq!((set.dim, set.ids), (COPY_DIM, vec![with]));
+    assert_eq!(store.ids_without_copy(db, None, 10).unwrap(), vec![without]);
+
+    // A wrong-sized or non-finite descriptor is refused before anything is stored.
+    let short = vec![0.5f32; COPY_DIM - 1];
+    let mut nan = c.clone();
+    nan[3] = f32::NAN;
+    for bad in [&short, &nan] {
+        let err = store
+            .add_image(
+                db,
+                &NewImage {
+                    copy_embedding: Some(bad),
+                    ..img("x", &v)
+                },
+            )
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Invalid(_)), "{err}");
+        assert!(matches!(
+            store.set_copy_embeddings(db, &[(without, bad.clone())]),
+            Err(StoreError::Invalid(_))
+        ));
+    }
+    assert_eq!(store.get_db(db).unwrap().unwrap().image_count, 2);
+
+    // Deleting the entity deletes its descriptor (cascade).
+    store.delete_entity(db, "a").unwrap();
+    let n: i64 = raw_conn(dir.path())
+        .query_row("SELECT count(*) FROM image_copy_vectors", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(n, 0);
+}
+
+/// A data directory written before copy descriptors existed (schema v1, as the previous
+/// release left it) opens, migrates in place and keeps every image.
+#[test]
+fn a_version_1_store_migrates_and_keeps_its_images() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let c = raw_conn(dir.path());
+        c.execute_batch("PRAGMA journal_mode=WAL;").unwrap();
+        c.execute_batch(MIGRATIONS[0]).unwrap();
+        c.execute_batch(&format!(
+            "PRAGMA user_version = 1; PRAGMA application_id = {};",
+            super::schema::APPLICATION_ID
+        ))
+        .unwrap();
+        c.execute(
+            "INSERT INTO image_dbs(id, tenant, name, created_at, image_count, dim) VALUES (1, 't', 'old', 1, 1, ?1)",
+            [DIM as i64],
+        )
+        .unwrap();
+        c.execute(
+            "INSERT INTO images VALUES (1585903814940000, 1, 'e', '', 'http://x/y.jpg', 1, 1)",
+            [],
+        )
+        .unwrap();
+        let mut blob = Vec::new();
+        super::rows::encode_embedding(&emb(9, DIM), &mut blob);
+        c.execute(
+            "INSERT INTO image_vectors VALUES (1585903814940000, ?1)",
+            [blob],
+        )
+        .unwrap();
+    }
+    let store = open(dir.path());
+    let db = DbRef::new("t", "old");
+    let info = store.get_db(db).unwrap().unwrap();
+    assert_eq!(
+        (info.image_count, info.descriptors),
+        (1, DbDescriptors::Both)
+    );
+    let id = DataId::from_u64(1_585_903_814_940_000).unwrap();
+    assert_eq!(store.list_ids(db, Descriptor::Semantic).unwrap(), vec![id]);
+    assert!(store.list_ids(db, Descriptor::Copy).unwrap().is_empty());
+    assert_eq!(store.ids_without_copy(db, None, 5).unwrap(), vec![id]);
+    let version: i64 = raw_conn(dir.path())
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, MIGRATIONS.len() as i64);
 }
