@@ -29,6 +29,9 @@ pub enum BenchCommand {
     Embed(embed::EmbedBench),
     /// Search quality on edited copies: recall@1 and mAP per edit, per method.
     Quality(quality::QualityBench),
+    /// Copy detection on held-out pictures and random composed edits: recall@1, mAP,
+    /// false matches, per method and edit family (choose settings on one seed, report another).
+    Copies(quality::copies::CopiesBench),
     /// ANN index vs exact search: build time, recall@10, QPS, latency, RAM per vector.
     Index(index::IndexBench),
     /// Index start-up for a database of N images: first start, clean restart, after a crash.
@@ -45,6 +48,7 @@ pub fn run(config: &ModelConfig, command: BenchCommand) -> anyhow::Result<ExitCo
     match command {
         BenchCommand::Embed(b) => embed::run(config, b),
         BenchCommand::Quality(b) => quality::run(config, b),
+        BenchCommand::Copies(b) => quality::copies::run(config, b),
         BenchCommand::Index(b) => index::run(b),
         BenchCommand::Startup(b) => startup::run(b),
         BenchCommand::Store(b) => store::run(b),

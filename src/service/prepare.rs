@@ -15,7 +15,7 @@ use crate::vision::preprocess::{fit_within, resize, write_input_tensor, INPUT_LE
 /// Longest side of the stored thumbnail.
 pub const THUMBNAIL_SIDE: u32 = 256;
 
-pub(super) struct Prepared {
+pub(crate) struct Prepared {
     /// The network input of the image without its uniform margins.
     pub tensor: Vec<f32>,
     /// For queries whose margins were trimmed: the input of the whole image as well.
@@ -29,7 +29,7 @@ pub(super) struct Prepared {
 /// (and, for stored images, a JPEG thumbnail of the whole image; for queries, the
 /// untrimmed input too when margins were trimmed; with `copy`, the copy-detection input).
 /// Runs on a blocking thread.
-pub(super) fn prepare(bytes: &[u8], stored: bool, copy: bool) -> Result<Prepared, ServiceError> {
+pub(crate) fn prepare(bytes: &[u8], stored: bool, copy: bool) -> Result<Prepared, ServiceError> {
     let with_thumbnail = stored;
     let (_, width, height) = decode::probe(bytes)?;
     if !sides_ok(width, height) {

@@ -216,7 +216,7 @@ pub fn to_image(img: &RgbImage) -> image::RgbImage {
         .unwrap_or_else(|| image::RgbImage::new(img.width, img.height))
 }
 
-fn from_image(buf: image::RgbImage) -> RgbImage {
+pub(super) fn from_image(buf: image::RgbImage) -> RgbImage {
     let (width, height) = buf.dimensions();
     RgbImage {
         width,
@@ -225,7 +225,7 @@ fn from_image(buf: image::RgbImage) -> RgbImage {
     }
 }
 
-fn crop(img: &RgbImage, x0: u32, y0: u32, cw: u32, ch: u32) -> RgbImage {
+pub(super) fn crop(img: &RgbImage, x0: u32, y0: u32, cw: u32, ch: u32) -> RgbImage {
     let mut pixels = Vec::with_capacity((cw * ch * 3) as usize);
     for y in y0..y0 + ch {
         let start = ((y * img.width + x0) * 3) as usize;
@@ -238,7 +238,7 @@ fn crop(img: &RgbImage, x0: u32, y0: u32, cw: u32, ch: u32) -> RgbImage {
     }
 }
 
-fn map_pixels(img: &RgbImage, f: impl Fn([u8; 3]) -> [u8; 3]) -> RgbImage {
+pub(super) fn map_pixels(img: &RgbImage, f: impl Fn([u8; 3]) -> [u8; 3]) -> RgbImage {
     let mut out = img.clone();
     for px in out.pixels.chunks_exact_mut(3) {
         px.copy_from_slice(&f([px[0], px[1], px[2]]));
@@ -248,7 +248,7 @@ fn map_pixels(img: &RgbImage, f: impl Fn([u8; 3]) -> [u8; 3]) -> RgbImage {
 
 /// Rotation by `angle` (radians, counter-clockwise) about the centre on the same canvas,
 /// bilinear sampling, `fill` where the source has no pixel.
-fn rotate(img: &RgbImage, angle: f64, fill: [u8; 3]) -> RgbImage {
+pub(super) fn rotate(img: &RgbImage, angle: f64, fill: [u8; 3]) -> RgbImage {
     let (w, h) = (img.width as usize, img.height as usize);
     let (cx, cy) = ((w as f64 - 1.0) / 2.0, (h as f64 - 1.0) / 2.0);
     let (sin, cos) = angle.sin_cos();
@@ -278,7 +278,7 @@ fn rotate(img: &RgbImage, angle: f64, fill: [u8; 3]) -> RgbImage {
     out
 }
 
-fn fill_rect(img: &mut RgbImage, x0: u32, y0: u32, rw: u32, rh: u32, rgb: [u8; 3]) {
+pub(super) fn fill_rect(img: &mut RgbImage, x0: u32, y0: u32, rw: u32, rh: u32, rgb: [u8; 3]) {
     for y in y0..(y0 + rh).min(img.height) {
         for x in x0..(x0 + rw).min(img.width) {
             let i = ((y * img.width + x) * 3) as usize;
@@ -289,7 +289,7 @@ fn fill_rect(img: &mut RgbImage, x0: u32, y0: u32, rw: u32, rh: u32, rgb: [u8; 3
 
 /// A caption bar with text-like white strokes (bottom left) and a two-colour square logo
 /// with a disc in it (top right).
-fn overlay(img: &RgbImage, rng: &mut Rng) -> RgbImage {
+pub(super) fn overlay(img: &RgbImage, rng: &mut Rng) -> RgbImage {
     let mut out = img.clone();
     let (w, h) = (img.width, img.height);
     let mut colour = || {

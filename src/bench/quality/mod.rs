@@ -15,6 +15,8 @@
 //! aggregation. The run also times the network per query for each input configuration and
 //! the exact index at 50,000 images, since a method only pays if search stays fast.
 
+pub mod compose;
+pub mod copies;
 mod descriptor;
 mod edits;
 mod methods;
@@ -389,7 +391,7 @@ pub fn run(config: &ModelConfig, b: QualityBench) -> anyhow::Result<ExitCode> {
 }
 
 /// (recall@1, mean reciprocal rank) of 1-based ranks.
-fn summarise(ranks: &[usize]) -> (f64, f64) {
+pub(super) fn summarise(ranks: &[usize]) -> (f64, f64) {
     let n = ranks.len().max(1) as f64;
     let r1 = ranks.iter().filter(|&&r| r == 1).count() as f64 / n;
     let mrr = ranks.iter().map(|&r| 1.0 / r as f64).sum::<f64>() / n;
@@ -404,7 +406,7 @@ fn rank_of(target: usize, n: usize, score: impl Fn(usize) -> f32) -> usize {
 }
 
 /// Decodes `path` and brings it inside the API's size rules (see the module comment).
-fn load_fitted(path: &Path) -> anyhow::Result<RgbImage> {
+pub(super) fn load_fitted(path: &Path) -> anyhow::Result<RgbImage> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     let img = decode::decode(&bytes, &DecodeLimits::default())
         .with_context(|| format!("decoding {}", path.display()))?;
@@ -413,7 +415,7 @@ fn load_fitted(path: &Path) -> anyhow::Result<RgbImage> {
 }
 
 /// Fit within 800×800 (aspect kept) and make the shorter side at least 129 px.
-fn fit_api(img: &RgbImage) -> anyhow::Result<RgbImage> {
+pub(super) fn fit_api(img: &RgbImage) -> anyhow::Result<RgbImage> {
     let (w, h) = crate::vision::preprocess::fit_within(img.width, img.height, 800, 800);
     let short = w.min(h);
     let (w, h) = if short <= 128 {

@@ -25,6 +25,8 @@ pub(super) struct JpegHeader {
     pub(super) orientation: u8,
     /// Offset of the end-of-image marker (its 0xFF), when the walk went that far.
     pub(super) eoi: Option<usize>,
+    /// A progressive frame (SOF2, SOF6, SOF10, SOF14): several scans, separated by markers.
+    pub(super) progressive: bool,
 }
 
 impl JpegHeader {
@@ -140,6 +142,7 @@ pub(super) fn scan_jpeg(bytes: &[u8], depth: ScanDepth) -> Result<JpegHeader, De
                     components,
                     orientation: 1,
                     eoi: None,
+                    progressive: matches!(marker, 0xC2 | 0xC6 | 0xCA | 0xCE),
                 });
             }
             0xE1 if !seen_scan && orientation.is_none() && segment.starts_with(b"Exif\0\0") => {
@@ -223,7 +226,11 @@ pub(super) fn decode_jpeg_zune(
     let Some(eoi) = header.eoi else {
         return zune_decode(bytes, header, limits, false);
     };
-    match zune_decode(&bytes[..eoi], header, limits, true) {
+    // A progressive decoder reads marker to marker between its scans and must see the EOI
+    // marker itself; a baseline one stops after the last block, so cutting before EOI
+    // turns scan data that ends early into "ran out of data".
+    let end = if header.progressive { eoi + 2 } else { eoi };
+    match zune_decode(&bytes[..end], header, limits, true) {
         Ok(img) => Ok(img),
         Err(DecodeError::Truncated { .. }) => Err(truncated_jpeg(&format!(
             "the compressed data ends before the {}x{} pixels its header declares",

@@ -317,6 +317,34 @@ fn truncated_jpeg_is_a_typed_truncated_error() {
     assert!(decode(&padded, &DecodeLimits::default()).is_ok());
 }
 
+/// Progressive JPEGs (common on the web; several in Debian's wallpaper packages) decode;
+/// their scans are separated by markers, so the EOI cut that catches truncated baseline
+/// files must not cut them short.
+#[test]
+fn progressive_jpeg_decodes_and_its_truncation_is_still_caught() {
+    let (w, h) = (320u16, 200u16);
+    let data: Vec<u8> = (0..usize::from(w) * usize::from(h) * 3)
+        .map(|i| ((i / 3) % 251 + (i % 3) * 40) as u8)
+        .collect();
+    let mut jpeg = Vec::new();
+    let mut enc = jpeg_encoder::Encoder::new(&mut jpeg, 90);
+    enc.set_progressive(true);
+    enc.encode(&data, w, h, jpeg_encoder::ColorType::Rgb)
+        .unwrap();
+    let img = decode(&jpeg, &DecodeLimits::default()).expect("a whole progressive JPEG");
+    assert_eq!((img.width, img.height), (u32::from(w), u32::from(h)));
+    // Close to what was encoded (quality 90): no grey fill.
+    let err: f64 = img
+        .pixels
+        .iter()
+        .zip(&data)
+        .map(|(a, b)| f64::from(a.abs_diff(*b)))
+        .sum::<f64>()
+        / data.len() as f64;
+    assert!(err < 6.0, "mean error {err}");
+    assert!(decode(&jpeg[..jpeg.len() / 2], &DecodeLimits::default()).is_err());
+}
+
 #[test]
 fn truncated_png_is_a_typed_error() {
     let data: Vec<u8> = (0..64 * 64 * 3).map(|i| (i * 7 % 251) as u8).collect();

@@ -1,0 +1,316 @@
+//! `imgsearch bench copies`: how well the service finds the original of an edited copy,
+//! on pictures and edits chosen so that it cannot be tuned to.
+//!
+//! Database: the 1,000 ImageNet samples plus the wallpapers and photos of the Debian
+//! package `mate-backgrounds` (`scripts/bench-pictures.sh`), each brought inside the API's
+//! size rules and stored as JPEG quality 90, as an upload would be. Queries: `--queries`
+//! database images drawn by `--seed` (every picture of the second source among them),
+//! each `--variants` times under two or three edit families composed at random
+//! (`compose`), saved as JPEG quality 90. Images go through the service's own preparation
+//! (`service::prepare`) and networks; the fused ranking is `rules::fused_score`, as
+//! SearchImage computes it over an exact index.
+//!
+//! Methods: `lite0` (semantic cosine, the service before copy detection), `sscd` (copy
+//! cosine), `fused` (the service's Score), `phash` (64-bit DCT hash). Reported: recall@1 and
+//! mAP overall and per family (a query counts for every family it contains), how many true
+//! pairs reach the "same picture" score and how many non-copy pairs do (the false-match
+//! rate), and a sweep of the copy threshold for choosing it. Choose on one seed, report
+//! another.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Mutex;
+use std::time::Instant;
+
+use anyhow::Context;
+use image_hasher::{HashAlg, HasherConfig};
+use serde_json::json;
+
+use super::compose::{apply_all, draw_families, Family};
+use super::edits::{encode_jpeg, to_image, Rng};
+use super::{fit_api, load_fitted, summarise};
+use crate::bench::{list_images, round3};
+use crate::config::ModelConfig;
+use crate::embedding::{dot, DbDescriptors};
+use crate::rules::{fused_score, COPY_SAME_PICTURE_COSINE, SAME_PICTURE_SCORE};
+use crate::service::prepare::prepare;
+use crate::vision::decode::RgbImage;
+use crate::vision::embedder::{EmbedInput, EmbeddingBatcher};
+
+#[derive(Debug, clap::Args)]
+pub struct CopiesBench {
+    /// First picture source (JPEG/PNG).
+    #[arg(long, default_value = "../shared/datasets/imagenet-samples")]
+    dir: PathBuf,
+    /// Second picture source (`scripts/bench-pictures.sh` fetches it).
+    #[arg(long, default_value = ".cache/bench/pictures")]
+    extra_dir: PathBuf,
+    /// Originals queried.
+    #[arg(long, default_value_t = 300)]
+    queries: usize,
+    /// Edited copies per queried original.
+    #[arg(long, default_value_t = 3)]
+    variants: usize,
+    /// Chooses the originals and every random part of the edits. Tune on one, report another.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Threads preparing images (decode, edit, resize) beside the network.
+    #[arg(long, default_value_t = 2)]
+    workers: usize,
+}
+
+/// One prepared image's vectors.
+struct Vectors {
+    semantic: Vec<Vec<f32>>,
+    copy: Vec<f32>,
+    phash: u64,
+}
+
+struct Query {
+    original: usize,
+    families: Vec<Family>,
+    vectors: Vectors,
+}
+
+pub fn run(config: &ModelConfig, b: CopiesBench) -> anyhow::Result<ExitCode> {
+    let mut images = list_images(&b.dir)?;
+    let first_source = images.len();
+    let extra: Vec<PathBuf> = list_images(&b.extra_dir)
+        .with_context(|| "run `bash scripts/bench-pictures.sh` first")?
+        .into_iter()
+        .filter(|p| {
+            let ext = p.extension().map(|e| e.to_ascii_lowercase());
+            matches!(
+                ext.as_deref().and_then(|e| e.to_str()),
+                Some("jpg" | "jpeg" | "png")
+            )
+        })
+        .collect();
+    images.extend(extra);
+    let n = images.len();
+    // Originals: every picture of the second source, then ImageNet by a seeded shuffle.
+    let mut rng = Rng::new(b.seed);
+    let mut order: Vec<usize> = (0..first_source).collect();
+    for i in (1..order.len()).rev() {
+        order.swap(i, rng.below(i as u64 + 1) as usize);
+    }
+    let mut originals: Vec<usize> = (first_source..n).collect();
+    originals.extend(
+        order
+            .into_iter()
+            .take(b.queries.saturating_sub(n - first_source)),
+    );
+    originals.sort_unstable();
+
+    let nets = config.load_models()?;
+    let batcher = EmbeddingBatcher::start_many(nets, config.batcher(64));
+    anyhow::ensure!(
+        batcher.has_copy_model(),
+        "the copy-detection model is not loaded (run scripts/setup.sh)"
+    );
+    let hasher = HasherConfig::new()
+        .hash_alg(HashAlg::Mean)
+        .preproc_dct()
+        .hash_size(8, 8)
+        .to_hasher();
+    let embed = |img: &RgbImage, stored: bool| -> anyhow::Result<Vectors> {
+        let bytes = encode_jpeg(img, 90)?;
+        let p = prepare(&bytes, stored, true).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let first = batcher.submit_wait(EmbedInput {
+            tensor: p.tensor,
+            copy: p.copy,
+        })?;
+        let second = p.untrimmed.map(|t| batcher.submit_wait(t)).transpose()?;
+        let first = first.wait()?;
+        let mut semantic = vec![first.embedding];
+        if let Some(t) = second {
+            semantic.push(t.wait()?.embedding);
+        }
+        let hash = hasher.hash_image(&to_image(img));
+        let phash = hash
+            .as_bytes()
+            .iter()
+            .take(8)
+            .enumerate()
+            .fold(0u64, |acc, (i, b)| acc | (u64::from(*b) << (8 * i)));
+        Ok(Vectors {
+            semantic,
+            copy: first.copy.context("no copy descriptor")?,
+            phash,
+        })
+    };
+
+    let started = Instant::now();
+    let db: Mutex<Vec<Option<Vectors>>> = Mutex::new((0..n).map(|_| None).collect());
+    let queries: Mutex<Vec<Query>> = Mutex::new(Vec::new());
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let failed: Mutex<Option<anyhow::Error>> = Mutex::new(None);
+    std::thread::scope(|scope| {
+        for _ in 0..b.workers.max(1) {
+            scope.spawn(|| loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if i >= n || failed.lock().map(|f| f.is_some()).unwrap_or(true) {
+                    return;
+                }
+                let work = || -> anyhow::Result<()> {
+                    let base = load_fitted(&images[i])?;
+                    let v = embed(&base, true)?;
+                    if let Ok(mut db) = db.lock() {
+                        db[i] = Some(v);
+                    }
+                    if originals.binary_search(&i).is_err() {
+                        return Ok(());
+                    }
+                    for k in 0..b.variants {
+                        let mut rng =
+                            Rng::new(b.seed.wrapping_mul(0x9E37) ^ ((i as u64) << 16) ^ k as u64);
+                        let families = draw_families(&mut rng);
+                        let edited = fit_api(&apply_all(&base, &families, &mut rng)?)?;
+                        let vectors = embed(&edited, false)?;
+                        if let Ok(mut q) = queries.lock() {
+                            q.push(Query {
+                                original: i,
+                                families,
+                                vectors,
+                            });
+                        }
+                    }
+                    Ok(())
+                };
+                if let Err(e) = work() {
+                    if let Ok(mut f) = failed.lock() {
+                        f.get_or_insert(e.context(format!("{}", images[i].display())));
+                    }
+                }
+            });
+        }
+    });
+    if let Some(e) = failed.into_inner().ok().flatten() {
+        return Err(e);
+    }
+    let db: Vec<Vectors> = db
+        .into_inner()
+        .map_err(|_| anyhow::anyhow!("a worker panicked"))?
+        .into_iter()
+        .collect::<Option<_>>()
+        .context("an image was not embedded")?;
+    let mut queries = queries
+        .into_inner()
+        .map_err(|_| anyhow::anyhow!("a worker panicked"))?;
+    queries.sort_by_key(|q| q.original);
+    let prep_s = started.elapsed().as_secs_f64();
+
+    // Scores of every (query, database image) pair under each method.
+    const METHODS: [&str; 4] = ["lite0", "sscd", "fused", "phash"];
+    let mut ranks: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    let mut by_family: BTreeMap<(&str, Family), Vec<usize>> = BTreeMap::new();
+    let (mut true_copy, mut best_other_copy) = (Vec::new(), Vec::new());
+    let (mut true_fused, mut other_fused_hits, mut other_pairs) = (Vec::new(), 0usize, 0usize);
+    let mut queries_with_false_match = 0usize;
+    for q in &queries {
+        let sem = |j: usize| {
+            q.vectors
+                .semantic
+                .iter()
+                .flat_map(|a| db[j].semantic.iter().map(move |b| dot(a, b)))
+                .fold(f32::NEG_INFINITY, f32::max)
+        };
+        let cop = |j: usize| dot(&q.vectors.copy, &db[j].copy);
+        let scores: Vec<[f32; 4]> = (0..n)
+            .map(|j| {
+                let (s, c) = (sem(j), cop(j));
+                let hamming = (q.vectors.phash ^ db[j].phash).count_ones() as f32;
+                [
+                    s,
+                    c,
+                    fused_score(DbDescriptors::Both, Some(s), Some(c)),
+                    -hamming,
+                ]
+            })
+            .collect();
+        for (m, name) in METHODS.iter().enumerate() {
+            let target = scores[q.original][m];
+            let rank = 1
+                + (0..n)
+                    .filter(|&j| j != q.original && scores[j][m] >= target)
+                    .count();
+            ranks.entry(name).or_default().push(rank);
+            for &f in &q.families {
+                by_family.entry((name, f)).or_default().push(rank);
+            }
+        }
+        true_copy.push(scores[q.original][1]);
+        true_fused.push(scores[q.original][2]);
+        let others = (0..n).filter(|&j| j != q.original);
+        best_other_copy.push(
+            others
+                .clone()
+                .map(|j| scores[j][1])
+                .fold(f32::MIN, f32::max),
+        );
+        let false_hits = others
+            .filter(|&j| scores[j][2] >= SAME_PICTURE_SCORE)
+            .count();
+        other_fused_hits += false_hits;
+        other_pairs += n - 1;
+        queries_with_false_match += usize::from(false_hits > 0);
+    }
+
+    let q = queries.len().max(1) as f64;
+    let mut methods = serde_json::Map::new();
+    for name in METHODS {
+        let (r1, map) = summarise(&ranks[name]);
+        let mut families = serde_json::Map::new();
+        for f in Family::ALL {
+            if let Some(r) = by_family.get(&(name, f)) {
+                let (r1, map) = summarise(r);
+                families.insert(
+                    f.name().into(),
+                    json!({"recall_at_1": round3(r1), "map": round3(map), "queries": r.len()}),
+                );
+            }
+        }
+        methods.insert(
+            name.into(),
+            json!({"recall_at_1": round3(r1), "map": round3(map), "families": families}),
+        );
+    }
+    // Threshold sweep on the copy cosine: true pairs reaching it (recall) and queries whose
+    // best non-copy reaches it (false alarms).
+    let sweep: Vec<_> = (0..=16)
+        .map(|i| 0.3 + 0.025 * i as f32)
+        .map(|t| {
+            let recall = true_copy.iter().filter(|&&c| c >= t).count() as f64 / q;
+            let false_alarm = best_other_copy.iter().filter(|&&c| c >= t).count() as f64 / q;
+            json!({"copy_cosine": round3(f64::from(t)), "true_pairs_at_or_above": round3(recall), "queries_with_a_non_copy_at_or_above": round3(false_alarm)})
+        })
+        .collect();
+    let same = true_fused
+        .iter()
+        .filter(|&&s| s >= SAME_PICTURE_SCORE)
+        .count() as f64
+        / q;
+    println!(
+        "{}",
+        json!({
+            "bench": "copies",
+            "seed": b.seed,
+            "database_images": n,
+            "second_source_images": n - first_source,
+            "queries": queries.len(),
+            "variants_per_original": b.variants,
+            "prepare_and_embed_s": round3(prep_s),
+            "methods": methods,
+            "same_picture": {
+                "score": SAME_PICTURE_SCORE,
+                "copy_cosine": COPY_SAME_PICTURE_COSINE,
+                "true_pairs_at_or_above": round3(same),
+                "non_copy_pairs_at_or_above": other_fused_hits as f64 / other_pairs.max(1) as f64,
+                "queries_with_a_false_match": round3(queries_with_false_match as f64 / q),
+            },
+            "copy_threshold_sweep": sweep,
+        })
+    );
+    Ok(ExitCode::SUCCESS)
+}
