@@ -175,22 +175,33 @@ pub fn score(cosine: f32) -> f32 {
     }
 }
 
-/// Copy-descriptor cosine from which two images are the same picture (edited or not);
-/// chosen on `bench quality`'s tuning seed, checked on its held-out seed (README, "Search
-/// quality").
-pub const COPY_SAME_PICTURE_COSINE: f32 = 0.5;
+/// Weight of the semantic cosine in the copy similarity `c + w·s` (`copy_similarity`):
+/// the copy descriptor decides, "looks alike" breaks its near-ties. Chosen on `bench
+/// copies`' tuning seed (README, "Search quality").
+pub const COPY_SEMANTIC_WEIGHT: f32 = 0.25;
+/// Copy similarity from which two images are the same picture, edited or not; chosen on
+/// the tuning seed, checked on the held-out one.
+pub const SAME_PICTURE_SIMILARITY: f32 = 0.5;
 /// Every same picture scores at least this; every other image less.
 pub const SAME_PICTURE_SCORE: f32 = 8.0;
+
+/// The copy similarity of a match: copy cosine `c` plus [`COPY_SEMANTIC_WEIGHT`] times the
+/// semantic cosine `s` (0 when absent); at most `1 + w`.
+pub fn copy_similarity(copy: f32, semantic: Option<f32>) -> f32 {
+    copy + COPY_SEMANTIC_WEIGHT * semantic.unwrap_or(0.0).max(0.0)
+}
 
 /// The `Score` of a database indexing `descriptors`, from the match's semantic cosine and
 /// copy-descriptor cosine (either absent: not indexed, or an image stored before copy
 /// descriptors existed).
 ///
 /// * Semantic only (`Similar`): [`score`], the 2020-03-20 scale.
-/// * Otherwise, an image whose copy cosine `c` reaches [`COPY_SAME_PICTURE_COSINE`] `T` is
-///   the same picture and scores from [`SAME_PICTURE_SCORE`] `S` to 10, linearly in `c`;
-///   any other scores `S · max(s, c / T)` below `S` (`s` the semantic cosine), so an edited
-///   copy ranks above every merely similar image, and among those "looks alike" decides.
+/// * With a copy cosine: the copy similarity `f` ([`copy_similarity`]) mapped linearly onto
+///   0–[`SAME_PICTURE_SCORE`] `S` below [`SAME_PICTURE_SIMILARITY`] `T`, and onto `S`–10 from
+///   it up to its maximum: one monotone scale, so ranking by Score is ranking by `f`, and
+///   `Score ≥ S` means "the same picture".
+/// * Without one (an image stored before copy descriptors, or a server without the copy
+///   model): `S · s`, below `S`, since only the copy descriptor may claim "same picture".
 /// * Either cosine within 1e-5 of 1 (the same file) scores 10.
 pub fn fused_score(descriptors: DbDescriptors, semantic: Option<f32>, copy: Option<f32>) -> f32 {
     let identical = |c: Option<f32>| c.is_some_and(|c| c >= 1.0 - 1e-5);
@@ -200,14 +211,17 @@ pub fn fused_score(descriptors: DbDescriptors, semantic: Option<f32>, copy: Opti
     if descriptors == DbDescriptors::Similar {
         return semantic.map_or(0.0, score);
     }
-    let (t, s_min) = (COPY_SAME_PICTURE_COSINE, SAME_PICTURE_SCORE);
-    if let Some(c) = copy.filter(|&c| c >= t) {
-        return (s_min + (SCORE_MAX - s_min) * (c - t) / (1.0 - t)).min(SCORE_MAX);
+    let (t, s_min) = (SAME_PICTURE_SIMILARITY, SAME_PICTURE_SCORE);
+    let Some(c) = copy else {
+        return (s_min * semantic.unwrap_or(0.0).max(0.0)).min(s_min - 1e-4);
+    };
+    let f = copy_similarity(c, semantic).max(0.0);
+    if f >= t {
+        let top = 1.0 + COPY_SEMANTIC_WEIGHT;
+        (s_min + (SCORE_MAX - s_min) * (f - t) / (top - t)).min(SCORE_MAX)
+    } else {
+        s_min * f / t
     }
-    let looks_alike = semantic.unwrap_or(0.0).max(0.0);
-    let near_copy = copy.map_or(0.0, |c| c.max(0.0) / t);
-    // Just below S: a score never claims "same picture" unless the copy cosine said so.
-    (s_min * looks_alike.max(near_copy)).min(s_min - 1e-4)
 }
 
 #[cfg(test)]

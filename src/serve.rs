@@ -64,6 +64,19 @@ async fn run_async(model: &ModelConfig, config: ServeConfig) -> anyhow::Result<E
         model.load_models()?,
         model.batcher(config.queue),
     ));
+    if embedder.has_copy_model() {
+        eprintln!("copy detection: on (SSCD descriptor beside the semantic embedding)");
+    } else {
+        eprintln!(
+            "copy detection: OFF, semantic search only ({}); databases created with \
+             Descriptors=copy cannot take images",
+            if model.no_copy_model {
+                "--no-copy-model"
+            } else {
+                "the copy-detection model was not found; run scripts/setup.sh"
+            }
+        );
+    }
     let fetcher = ImageFetcher::new(FetchConfig {
         allow_private: config.allow_private_urls,
         ..FetchConfig::default()

@@ -181,8 +181,8 @@ fn colour_change(img: &RgbImage, rng: &mut Rng) -> RgbImage {
             // Hue rotation about the grey axis.
             let a = uniform(rng, 0.5, 5.8);
             let (s, c) = a.sin_cos();
-            let k = 1.0 / 3.0;
-            let q = (k as f64).sqrt();
+            let k: f64 = 1.0 / 3.0;
+            let q = k.sqrt();
             let m = [
                 [
                     c + (1.0 - c) * k,

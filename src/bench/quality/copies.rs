@@ -33,7 +33,9 @@ use super::{fit_api, load_fitted, summarise};
 use crate::bench::{list_images, round3};
 use crate::config::ModelConfig;
 use crate::embedding::{dot, DbDescriptors};
-use crate::rules::{fused_score, COPY_SAME_PICTURE_COSINE, SAME_PICTURE_SCORE};
+use crate::rules::{
+    copy_similarity, fused_score, COPY_SEMANTIC_WEIGHT, SAME_PICTURE_SCORE, SAME_PICTURE_SIMILARITY,
+};
 use crate::service::prepare::prepare;
 use crate::vision::decode::RgbImage;
 use crate::vision::embedder::{EmbedInput, EmbeddingBatcher};
@@ -202,7 +204,10 @@ pub fn run(config: &ModelConfig, b: CopiesBench) -> anyhow::Result<ExitCode> {
     let prep_s = started.elapsed().as_secs_f64();
 
     // Scores of every (query, database image) pair under each method.
-    const METHODS: [&str; 4] = ["lite0", "sscd", "fused", "phash"];
+    // `sum_*`: research rankings (copy cosine + w · semantic cosine) beside the Score.
+    const METHODS: [&str; 7] = [
+        "lite0", "sscd", "fused", "phash", "sum_0.25", "sum_0.5", "sum_1",
+    ];
     let mut ranks: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
     let mut by_family: BTreeMap<(&str, Family), Vec<usize>> = BTreeMap::new();
     let (mut true_copy, mut best_other_copy) = (Vec::new(), Vec::new());
@@ -217,7 +222,7 @@ pub fn run(config: &ModelConfig, b: CopiesBench) -> anyhow::Result<ExitCode> {
                 .fold(f32::NEG_INFINITY, f32::max)
         };
         let cop = |j: usize| dot(&q.vectors.copy, &db[j].copy);
-        let scores: Vec<[f32; 4]> = (0..n)
+        let scores: Vec<[f32; 7]> = (0..n)
             .map(|j| {
                 let (s, c) = (sem(j), cop(j));
                 let hamming = (q.vectors.phash ^ db[j].phash).count_ones() as f32;
@@ -226,6 +231,9 @@ pub fn run(config: &ModelConfig, b: CopiesBench) -> anyhow::Result<ExitCode> {
                     c,
                     fused_score(DbDescriptors::Both, Some(s), Some(c)),
                     -hamming,
+                    c + 0.25 * s,
+                    c + 0.5 * s,
+                    c + s,
                 ]
             })
             .collect();
@@ -240,15 +248,11 @@ pub fn run(config: &ModelConfig, b: CopiesBench) -> anyhow::Result<ExitCode> {
                 by_family.entry((name, f)).or_default().push(rank);
             }
         }
-        true_copy.push(scores[q.original][1]);
+        let sim = |j: usize| copy_similarity(scores[j][1], Some(scores[j][0]));
+        true_copy.push(sim(q.original));
         true_fused.push(scores[q.original][2]);
         let others = (0..n).filter(|&j| j != q.original);
-        best_other_copy.push(
-            others
-                .clone()
-                .map(|j| scores[j][1])
-                .fold(f32::MIN, f32::max),
-        );
+        best_other_copy.push(others.clone().map(sim).fold(f32::MIN, f32::max));
         let false_hits = others
             .filter(|&j| scores[j][2] >= SAME_PICTURE_SCORE)
             .count();
@@ -276,14 +280,14 @@ pub fn run(config: &ModelConfig, b: CopiesBench) -> anyhow::Result<ExitCode> {
             json!({"recall_at_1": round3(r1), "map": round3(map), "families": families}),
         );
     }
-    // Threshold sweep on the copy cosine: true pairs reaching it (recall) and queries whose
-    // best non-copy reaches it (false alarms).
-    let sweep: Vec<_> = (0..=16)
-        .map(|i| 0.3 + 0.025 * i as f32)
+    // Threshold sweep on the copy similarity: true pairs reaching it (recall) and queries
+    // whose best non-copy reaches it (false alarms).
+    let sweep: Vec<_> = (0..=20)
+        .map(|i| 0.35 + 0.025 * i as f32)
         .map(|t| {
             let recall = true_copy.iter().filter(|&&c| c >= t).count() as f64 / q;
             let false_alarm = best_other_copy.iter().filter(|&&c| c >= t).count() as f64 / q;
-            json!({"copy_cosine": round3(f64::from(t)), "true_pairs_at_or_above": round3(recall), "queries_with_a_non_copy_at_or_above": round3(false_alarm)})
+            json!({"copy_similarity": round3(f64::from(t)), "true_pairs_at_or_above": round3(recall), "queries_with_a_non_copy_at_or_above": round3(false_alarm)})
         })
         .collect();
     let same = true_fused
@@ -304,7 +308,8 @@ pub fn run(config: &ModelConfig, b: CopiesBench) -> anyhow::Result<ExitCode> {
             "methods": methods,
             "same_picture": {
                 "score": SAME_PICTURE_SCORE,
-                "copy_cosine": COPY_SAME_PICTURE_COSINE,
+                "copy_similarity": SAME_PICTURE_SIMILARITY,
+                "semantic_weight": COPY_SEMANTIC_WEIGHT,
                 "true_pairs_at_or_above": round3(same),
                 "non_copy_pairs_at_or_above": other_fused_hits as f64 / other_pairs.max(1) as f64,
                 "queries_with_a_false_match": round3(queries_with_false_match as f64 / q),
