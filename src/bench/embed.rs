@@ -10,12 +10,13 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use serde_json::json;
 
-use super::{list_images, repo_root, round1, scratch_dir};
+use super::{list_images, repo_root, round1, round3, scratch_dir};
 use crate::config::ModelConfig;
+use crate::vision::copy_model::CopyModel;
 use crate::vision::decode::DecodeLimits;
-use crate::vision::embedder::EmbeddingBatcher;
+use crate::vision::embedder::{EmbeddingBatcher, Networks};
 use crate::vision::model::{build_graph, top_k, EfficientNet, ModelOptions};
-use crate::vision::pipeline::run_files;
+use crate::vision::pipeline::run_files_with;
 use crate::vision::preprocess::INPUT_LEN;
 
 #[derive(Debug, clap::Args)]
@@ -63,6 +64,7 @@ pub fn run(config: &ModelConfig, b: EmbedBench) -> anyhow::Result<ExitCode> {
         }
     };
     let images = list_images(&b.dir)?;
+    let copy_model = config.copy_model_file()?;
     let mut rows = Vec::new();
     for &t in &b.threads {
         // Network alone, batch 1, ONNX Runtime's default spinning on both sides.
@@ -81,8 +83,19 @@ pub fn run(config: &ModelConfig, b: EmbedBench) -> anyhow::Result<ExitCode> {
             None => None,
         };
         // End to end with t cores' worth of threads, two ways to spend them on inference.
-        let (e2e_one, top1) = end_to_end(config, &files.onnxruntime, &graph, &images, 1, t)?;
-        let (e2e_many, _) = end_to_end(config, &files.onnxruntime, &graph, &images, t, 1)?;
+        let (e2e_one, top1) = end_to_end(config, &files.onnxruntime, &graph, &images, 1, t, None)?;
+        let (e2e_many, _) = end_to_end(config, &files.onnxruntime, &graph, &images, t, 1, None)?;
+        // What AddImage computes since copy detection: both networks from one decode, in
+        // each session layout.
+        let both = match &copy_model {
+            Some(path) => {
+                let lib = &files.onnxruntime;
+                let one = end_to_end(config, lib, &graph, &images, 1, t, Some(path))?.0;
+                let many = end_to_end(config, lib, &graph, &images, t, 1, Some(path))?.0;
+                Some((one, many))
+            }
+            None => None,
+        };
         let row = json!({
             "threads": t,
             "network_img_s": round1(ours),
@@ -90,6 +103,9 @@ pub fn run(config: &ModelConfig, b: EmbedBench) -> anyhow::Result<ExitCode> {
             "ratio": peer.map(|p| (ours / p * 1000.0).round() / 1000.0),
             "end_to_end_1_session_img_s": round1(e2e_one),
             "end_to_end_sessions_img_s": round1(e2e_many),
+            "end_to_end_both_1_session_img_s": both.map(|b| round1(b.0)),
+            "end_to_end_both_sessions_img_s": both.map(|b| round1(b.1)),
+            "both_vs_lite0_best": both.map(|b| round3(b.0.max(b.1) / e2e_one.max(e2e_many))),
             "end_to_end_images": images.len(),
             "top1": top1,
         });
@@ -167,24 +183,33 @@ fn end_to_end(
     images: &[PathBuf],
     sessions: usize,
     intra: usize,
+    copy_model: Option<&Path>,
 ) -> anyhow::Result<(f64, Option<f64>)> {
     let options = ModelOptions {
         intra_threads: intra,
         spinning: false,
     };
     let models = (0..sessions)
-        .map(|_| EfficientNet::from_onnx(lib, graph, options))
-        .collect::<Result<Vec<_>, _>>()?;
+        .map(|_| -> anyhow::Result<Networks> {
+            Ok(Networks {
+                semantic: EfficientNet::from_onnx(lib, graph, options)?,
+                copy: copy_model
+                    .map(|p| CopyModel::load(lib, p, options))
+                    .transpose()?,
+            })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let threads = sessions * intra;
     let batcher = EmbeddingBatcher::start_many(models, config.batcher(64));
     let wnids = wnid_ranks(images);
     let start = Instant::now();
     let (mut ok, mut correct, mut labelled) = (0usize, 0usize, 0usize);
-    run_files(
+    run_files_with(
         images,
         &batcher,
         threads,
         &DecodeLimits::default(),
+        copy_model.is_some(),
         |i, path, r| match r {
             Ok(inf) => {
                 ok += 1;

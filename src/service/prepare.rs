@@ -73,6 +73,16 @@ pub(crate) fn prepare(bytes: &[u8], stored: bool, copy: bool) -> Result<Prepared
     })
 }
 
+/// The copy-detection input of a stored image recomputed from its thumbnail (for images
+/// stored before copy descriptors existed): decoded, margins trimmed as at AddImage,
+/// squashed to the network's input.
+pub(crate) fn copy_input_from_thumbnail(jpeg: &[u8]) -> Result<Vec<u8>, ServiceError> {
+    let image = decode::decode(jpeg, &DecodeLimits::default())?;
+    let trimmed = borders::trim(&image);
+    copy_input(trimmed.as_ref().unwrap_or(&image))
+        .map_err(|e| ServiceError::Internal(e.to_string()))
+}
+
 fn encode_jpeg(img: &decode::RgbImage) -> Result<Vec<u8>, ServiceError> {
     let mut out = Vec::new();
     image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 80)

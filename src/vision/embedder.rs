@@ -55,7 +55,9 @@ impl From<EfficientNet> for Networks {
     }
 }
 
-/// One image's inputs: the semantic tensor and, optionally, the copy-detection input.
+/// One image's inputs: the semantic tensor and, optionally, the copy-detection input. An
+/// empty tensor with a copy input asks for the copy descriptor only (its `Inference` then
+/// has an empty embedding and no logits).
 pub struct EmbedInput {
     pub tensor: Vec<f32>,
     pub copy: Option<Vec<u8>>,
@@ -69,7 +71,8 @@ impl From<Vec<f32>> for EmbedInput {
 
 impl EmbedInput {
     fn check(&self) -> Result<(), EmbedError> {
-        if self.tensor.len() != INPUT_LEN {
+        let copy_only = self.tensor.is_empty() && self.copy.is_some();
+        if self.tensor.len() != INPUT_LEN && !copy_only {
             return Err(EmbedError::BadInput {
                 got: self.tensor.len(),
             });
@@ -323,10 +326,21 @@ fn run_batch(
     copy_input: &mut Vec<u8>,
 ) -> Result<Vec<Inference>, ModelError> {
     input.clear();
-    for job in jobs {
-        input.extend_from_slice(&job.input.tensor);
+    let semantic: Vec<usize> = (0..jobs.len())
+        .filter(|&i| !jobs[i].input.tensor.is_empty())
+        .collect();
+    for &i in &semantic {
+        input.extend_from_slice(&jobs[i].input.tensor);
     }
-    let out = nets.semantic.run(input, jobs.len())?;
+    let out = if semantic.is_empty() {
+        None
+    } else {
+        Some(nets.semantic.run(input, semantic.len())?)
+    };
+    let mut rows: Vec<Option<usize>> = vec![None; jobs.len()];
+    for (row, &i) in semantic.iter().enumerate() {
+        rows[i] = Some(row);
+    }
     let mut copies: Vec<Option<Vec<f32>>> = vec![None; jobs.len()];
     if let Some(copy_net) = nets.copy.as_mut() {
         copy_input.clear();
@@ -347,11 +361,15 @@ fn run_batch(
         .into_iter()
         .enumerate()
         .map(|(i, copy)| {
-            let mut embedding = out.features_of(i).to_vec();
+            let (mut embedding, logits) = match (&out, rows[i]) {
+                (Some(out), Some(row)) => {
+                    (out.features_of(row).to_vec(), out.logits_of(row).to_vec())
+                }
+                _ => (Vec::new(), Vec::new()),
+            };
             l2_normalize(&mut embedding);
-            debug_assert_eq!(embedding.len(), EMBEDDING_DIM);
-            let logits = out.logits_of(i).to_vec();
-            debug_assert_eq!(logits.len(), NUM_CLASSES);
+            debug_assert!(embedding.is_empty() || embedding.len() == EMBEDDING_DIM);
+            debug_assert!(logits.is_empty() || logits.len() == NUM_CLASSES);
             Inference {
                 embedding,
                 logits,

@@ -7,9 +7,10 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use super::decode::DecodeLimits;
-use super::embedder::{EmbeddingBatcher, Inference, Ticket};
-use super::preprocess::{image_to_tensor, INPUT_LEN};
+use super::copy_model::copy_input;
+use super::decode::{self, DecodeLimits};
+use super::embedder::{EmbedInput, EmbeddingBatcher, Inference, Ticket};
+use super::preprocess::{image_to_tensor, write_input_tensor, INPUT_LEN};
 
 /// Why one file produced no result (the others still do).
 #[derive(Debug, thiserror::Error)]
@@ -20,6 +21,8 @@ pub enum FileError {
     Decode(#[from] super::decode::DecodeError),
     #[error("{0}")]
     Embed(#[from] super::embedder::EmbedError),
+    #[error("{0}")]
+    Model(#[from] super::model::ModelError),
 }
 
 /// Runs every file through decode → preprocess → batcher and calls `on_result` with each
@@ -29,6 +32,20 @@ pub fn run_files<F>(
     batcher: &EmbeddingBatcher,
     decode_threads: usize,
     limits: &DecodeLimits,
+    on_result: F,
+) where
+    F: FnMut(usize, &Path, Result<Inference, FileError>),
+{
+    run_files_with(files, batcher, decode_threads, limits, false, on_result)
+}
+
+/// [`run_files`], with the copy-detection descriptor too when `copy` (from the same decode).
+pub fn run_files_with<F>(
+    files: &[PathBuf],
+    batcher: &EmbeddingBatcher,
+    decode_threads: usize,
+    limits: &DecodeLimits,
+    copy: bool,
     mut on_result: F,
 ) where
     F: FnMut(usize, &Path, Result<Inference, FileError>),
@@ -44,7 +61,7 @@ pub fn run_files<F>(
             scope.spawn(move || loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some(path) = files.get(i) else { break };
-                let ticket = prepare(path, limits).and_then(|t| Ok(batcher.submit_wait(t)?));
+                let ticket = prepare(path, limits, copy).and_then(|t| Ok(batcher.submit_wait(t)?));
                 if tx.send((i, ticket)).is_err() {
                     break;
                 }
@@ -65,9 +82,17 @@ pub fn run_files<F>(
     });
 }
 
-fn prepare(path: &Path, limits: &DecodeLimits) -> Result<Vec<f32>, FileError> {
+fn prepare(path: &Path, limits: &DecodeLimits, copy: bool) -> Result<EmbedInput, FileError> {
     let bytes = std::fs::read(path)?;
     let mut tensor = vec![0f32; INPUT_LEN];
-    image_to_tensor(&bytes, limits, &mut tensor)?;
-    Ok(tensor)
+    if !copy {
+        image_to_tensor(&bytes, limits, &mut tensor)?;
+        return Ok(tensor.into());
+    }
+    let img = decode::decode(&bytes, limits)?;
+    write_input_tensor(&img, &mut tensor);
+    Ok(EmbedInput {
+        tensor,
+        copy: Some(copy_input(&img)?),
+    })
 }

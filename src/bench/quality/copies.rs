@@ -36,7 +36,7 @@ use crate::embedding::{dot, DbDescriptors};
 use crate::rules::{
     copy_similarity, fused_score, COPY_SEMANTIC_WEIGHT, SAME_PICTURE_SCORE, SAME_PICTURE_SIMILARITY,
 };
-use crate::service::prepare::prepare;
+use crate::service::prepare::{copy_input_from_thumbnail, prepare};
 use crate::vision::decode::RgbImage;
 use crate::vision::embedder::{EmbedInput, EmbeddingBatcher};
 
@@ -60,12 +60,19 @@ pub struct CopiesBench {
     /// Threads preparing images (decode, edit, resize) beside the network.
     #[arg(long, default_value_t = 2)]
     workers: usize,
+    /// Images in the database for the SearchImage latency through the service (the bench's
+    /// vectors repeated with small perturbations; 0 skips it).
+    #[arg(long, default_value_t = 50_000)]
+    index_size: usize,
 }
 
 /// One prepared image's vectors.
 struct Vectors {
     semantic: Vec<Vec<f32>>,
     copy: Vec<f32>,
+    /// Database images: the copy descriptor recomputed from the stored thumbnail, as a
+    /// migration of images stored before copy descriptors would have it.
+    copy_from_thumbnail: Option<Vec<f32>>,
     phash: u64,
 }
 
@@ -73,6 +80,8 @@ struct Query {
     original: usize,
     families: Vec<Family>,
     vectors: Vectors,
+    /// The uploaded file (JPEG q90), for the SearchImage latency.
+    jpeg: Vec<u8>,
 }
 
 pub fn run(config: &ModelConfig, b: CopiesBench) -> anyhow::Result<ExitCode> {
@@ -124,7 +133,19 @@ pub fn run(config: &ModelConfig, b: CopiesBench) -> anyhow::Result<ExitCode> {
             copy: p.copy,
         })?;
         let second = p.untrimmed.map(|t| batcher.submit_wait(t)).transpose()?;
+        let thumb = match &p.thumbnail {
+            Some(jpeg) => {
+                let input = copy_input_from_thumbnail(jpeg).map_err(|e| anyhow::anyhow!("{e}"))?;
+                let zeros = vec![0f32; crate::vision::preprocess::INPUT_LEN];
+                Some(batcher.submit_wait(EmbedInput {
+                    tensor: zeros,
+                    copy: Some(input),
+                })?)
+            }
+            None => None,
+        };
         let first = first.wait()?;
+        let copy_from_thumbnail = thumb.map(|t| t.wait()).transpose()?.and_then(|i| i.copy);
         let mut semantic = vec![first.embedding];
         if let Some(t) = second {
             semantic.push(t.wait()?.embedding);
@@ -139,6 +160,7 @@ pub fn run(config: &ModelConfig, b: CopiesBench) -> anyhow::Result<ExitCode> {
         Ok(Vectors {
             semantic,
             copy: first.copy.context("no copy descriptor")?,
+            copy_from_thumbnail,
             phash,
         })
     };
@@ -170,11 +192,13 @@ pub fn run(config: &ModelConfig, b: CopiesBench) -> anyhow::Result<ExitCode> {
                         let families = draw_families(&mut rng);
                         let edited = fit_api(&apply_all(&base, &families, &mut rng)?)?;
                         let vectors = embed(&edited, false)?;
+                        let jpeg = encode_jpeg(&edited, 90)?;
                         if let Ok(mut q) = queries.lock() {
                             q.push(Query {
                                 original: i,
                                 families,
                                 vectors,
+                                jpeg,
                             });
                         }
                     }
@@ -205,8 +229,17 @@ pub fn run(config: &ModelConfig, b: CopiesBench) -> anyhow::Result<ExitCode> {
 
     // Scores of every (query, database image) pair under each method.
     // `sum_*`: research rankings (copy cosine + w · semantic cosine) beside the Score.
+    // `*_migrated`: the database's copy descriptors recomputed from its thumbnails (what a
+    // migration of images stored before copy descriptors could do); `sum_0.5`: a heavier
+    // semantic weight, for comparison.
     const METHODS: [&str; 7] = [
-        "lite0", "sscd", "fused", "phash", "sum_0.25", "sum_0.5", "sum_1",
+        "lite0",
+        "sscd",
+        "fused",
+        "phash",
+        "sscd_migrated",
+        "fused_migrated",
+        "sum_0.5",
     ];
     let mut ranks: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
     let mut by_family: BTreeMap<(&str, Family), Vec<usize>> = BTreeMap::new();
@@ -226,14 +259,18 @@ pub fn run(config: &ModelConfig, b: CopiesBench) -> anyhow::Result<ExitCode> {
             .map(|j| {
                 let (s, c) = (sem(j), cop(j));
                 let hamming = (q.vectors.phash ^ db[j].phash).count_ones() as f32;
+                let ct = db[j]
+                    .copy_from_thumbnail
+                    .as_ref()
+                    .map_or(f32::NAN, |t| dot(&q.vectors.copy, t));
                 [
                     s,
                     c,
                     fused_score(DbDescriptors::Both, Some(s), Some(c)),
                     -hamming,
-                    c + 0.25 * s,
+                    ct,
+                    fused_score(DbDescriptors::Both, Some(s), Some(ct)),
                     c + 0.5 * s,
-                    c + s,
                 ]
             })
             .collect();
@@ -290,6 +327,13 @@ pub fn run(config: &ModelConfig, b: CopiesBench) -> anyhow::Result<ExitCode> {
             json!({"copy_similarity": round3(f64::from(t)), "true_pairs_at_or_above": round3(recall), "queries_with_a_non_copy_at_or_above": round3(false_alarm)})
         })
         .collect();
+    drop(batcher);
+    let latency = if b.index_size > 0 {
+        let files: Vec<&[u8]> = queries.iter().take(60).map(|q| q.jpeg.as_slice()).collect();
+        service_latency(config, &db, &files, b.index_size)?
+    } else {
+        serde_json::Value::Null
+    };
     let same = true_fused
         .iter()
         .filter(|&&s| s >= SAME_PICTURE_SCORE)
@@ -315,7 +359,125 @@ pub fn run(config: &ModelConfig, b: CopiesBench) -> anyhow::Result<ExitCode> {
                 "queries_with_a_false_match": round3(queries_with_false_match as f64 / q),
             },
             "copy_threshold_sweep": sweep,
+            "search_image_ms": latency,
         })
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// SearchImage end to end through `ImageService` (decode, trim, both networks, both indexes,
+/// fusion, record lookup), sequentially, over a temporary store of `size` images whose
+/// vectors are the bench database's repeated with small perturbations, indexed as `serve`
+/// indexes them (ANN from 20,000 images). Returns p50/p90 in ms over `files`.
+fn service_latency(
+    config: &ModelConfig,
+    db: &[Vectors],
+    files: &[&[u8]],
+    size: usize,
+) -> anyhow::Result<serde_json::Value> {
+    use crate::fetch::{FetchConfig, ImageFetcher};
+    use crate::service::images::{ImageService, ImageSource, SearchImage};
+    use crate::service::list_token::ListTokenKey;
+    use crate::service::IndexSettings;
+    use crate::store::{DbRef, ImageStore, NewImage, SqliteStore};
+    use std::sync::Arc;
+
+    let scratch = crate::bench::scratch_dir("copies", None)?;
+    let dir = scratch.path();
+    let store = SqliteStore::open(dir)?;
+    let dbref = DbRef::new("bench", "copies");
+    store.create_db(dbref)?;
+    let mut rng = Rng::new(11);
+    let mut jitter = |v: &[f32], exact: bool| {
+        let mut out: Vec<f32> = v
+            .iter()
+            .map(|x| {
+                if exact {
+                    *x
+                } else {
+                    x + (rng.below(1000) as f32 / 1000.0 - 0.5) * 0.01
+                }
+            })
+            .collect();
+        crate::embedding::l2_normalize(&mut out);
+        out
+    };
+    let started = Instant::now();
+    let mut k = 0usize;
+    while k < size {
+        let n = (size - k).min(1000);
+        let rows: Vec<(String, Vec<f32>, Vec<f32>)> = (k..k + n)
+            .map(|i| {
+                let src = &db[i % db.len()];
+                let exact = i < db.len();
+                (
+                    format!("e{i}"),
+                    jitter(&src.semantic[0], exact),
+                    jitter(&src.copy, exact),
+                )
+            })
+            .collect();
+        let batch: Vec<NewImage<'_>> = rows
+            .iter()
+            .map(|(e, s, c)| NewImage {
+                entity_id: e,
+                extra_data: "",
+                image_url: "",
+                embedding: s,
+                copy_embedding: Some(c),
+                thumbnail: None,
+            })
+            .collect();
+        store.add_images(dbref, &batch)?;
+        k += n;
+    }
+    let fill_s = started.elapsed().as_secs_f64();
+    let embedder = Arc::new(EmbeddingBatcher::start_many(
+        config.load_models()?,
+        config.batcher(256),
+    ));
+    let started = Instant::now();
+    let service = ImageService::start(
+        Arc::new(store),
+        ImageFetcher::new(FetchConfig::default())?,
+        embedder,
+        ListTokenKey::generate()?,
+        IndexSettings::in_data_dir(dir),
+    )?;
+    let open_s = started.elapsed().as_secs_f64();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let mut times = Vec::new();
+    for (round, bytes) in files.iter().chain(files.iter().take(5)).enumerate() {
+        let t = Instant::now();
+        let matches = rt.block_on(service.search_image(
+            "bench",
+            SearchImage {
+                db: "copies".into(),
+                source: ImageSource::Bytes(bytes.to_vec()),
+                limit: 10,
+                min_score: None,
+                distinct_entity: false,
+            },
+        ))?;
+        std::hint::black_box(matches);
+        if round >= 5 {
+            // The first five are warm-up (repeated at the end to keep the count).
+            times.push(t.elapsed().as_secs_f64() * 1000.0);
+        }
+    }
+    times.sort_by(f64::total_cmp);
+    let at = |q: f64| {
+        let i = ((times.len() as f64 - 1.0) * q).round() as usize;
+        round3(times.get(i).copied().unwrap_or(f64::NAN))
+    };
+    Ok(json!({
+        "images": size,
+        "queries": times.len(),
+        "store_fill_s": round3(fill_s),
+        "index_open_s": round3(open_s),
+        "p50": at(0.5),
+        "p90": at(0.9),
+    }))
 }
