@@ -156,6 +156,24 @@ impl DbIndex {
         self.gate.clone().write_owned().await
     }
 
+    /// The gate held exclusively from a blocking thread (the copy-descriptor backfill).
+    pub(super) fn blocking_exclusive_gate(&self) -> tokio::sync::RwLockWriteGuard<'_, ()> {
+        self.gate.blocking_write()
+    }
+
+    /// Adds copy descriptors the store has just stored for images already indexed
+    /// semantically (the backfill; the caller holds the gate exclusively).
+    pub(super) fn add_copies(&self, vectors: &[(DataId, &[f32])]) -> Result<(), ServiceError> {
+        if let Some(ix) = self.indexes.iter().find(|ix| ix.kind == Descriptor::Copy) {
+            for (id, v) in vectors {
+                ix.add(*id, v)?;
+            }
+            self.changes
+                .fetch_add(vectors.len() as u64, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
     /// Whether the database indexes `kind`.
     pub fn indexes(&self, kind: Descriptor) -> bool {
         self.descriptors.includes(kind)

@@ -17,7 +17,9 @@
 //! which keeps "the same file scores 10" true for old and new vectors alike.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
 
 use super::db_index::{DbIndex, ImageVectors, IndexSettings, QueryVectors, ScoredHit, WriteGuard};
 use super::error::ServiceError;
@@ -91,6 +93,9 @@ pub struct ImageService {
     embedder: Arc<EmbeddingBatcher>,
     tokens: ListTokenKey,
     indexes: Arc<DbIndexes>,
+    /// Asks background work (the copy-descriptor backfill) to stop.
+    stop: Arc<AtomicBool>,
+    backfill: Mutex<Option<JoinHandle<()>>>,
 }
 
 /// DistinctEntity stops widening an ANN search at this many candidates.
@@ -108,19 +113,47 @@ impl ImageService {
     ) -> Result<Self, ServiceError> {
         let indexes = Arc::new(DbIndexes::open(store.clone(), index_settings)?);
         indexes.start_snapshotter();
+        let stop = Arc::new(AtomicBool::new(false));
+        let backfill = super::backfill::start(
+            store.clone(),
+            indexes.clone(),
+            embedder.clone(),
+            stop.clone(),
+        );
         Ok(Self {
             store,
             fetcher,
             embedder,
             tokens,
             indexes,
+            stop,
+            backfill: Mutex::new(backfill),
         })
     }
 
-    /// Writes every changed ANN index to disk (at shutdown), so the next start loads it
-    /// instead of repairing it. Blocking.
+    /// Stops background work (after its current batch) and writes every changed ANN index
+    /// to disk (at shutdown), so the next start loads it instead of repairing it. Blocking.
     pub fn snapshot_indexes(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let backfill = self
+            .backfill
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(handle) = backfill {
+            let _ = handle.join();
+        }
         self.indexes.snapshot_all();
+    }
+
+    /// Whether the migration of images stored before copy descriptors is still running
+    /// (for tests and `/readyz`-style reporting).
+    pub fn backfill_running(&self) -> bool {
+        self.backfill
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .is_some_and(|h| !h.is_finished())
     }
 
     pub fn embedder(&self) -> &EmbeddingBatcher {
@@ -509,6 +542,13 @@ fn select_matches(hits: &[ScoredHit], records: Vec<ImageRecord>, req: MatchFilte
         .filter(|m| !req.distinct_entity || seen_entities.insert(m.record.entity_id.clone()))
         .take(req.limit)
         .collect()
+}
+
+impl Drop for ImageService {
+    /// Background work stops after its current batch.
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@
 //! store; [`registry`]: every database's index, promotion and snapshot scheduling;
 //! [`list_token`]: the ListImages continuation token; [`error`]: [`ServiceError`].
 
+mod backfill;
 pub mod db_index;
 pub mod error;
 pub mod images;

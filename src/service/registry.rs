@@ -96,6 +96,12 @@ impl DbIndexes {
         }
     }
 
+    /// Every database's index.
+    pub fn all(&self) -> Vec<Arc<DbIndex>> {
+        let map = self.map.read().unwrap_or_else(PoisonError::into_inner);
+        map.values().cloned().collect()
+    }
+
     /// (tenant, database, image count) for every database.
     pub fn sizes(&self) -> Vec<(String, String, usize)> {
         let map = self.map.read().unwrap_or_else(PoisonError::into_inner);

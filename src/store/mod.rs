@@ -333,12 +333,13 @@ pub trait ImageStore: Send + Sync {
     ) -> Result<EmbeddingSet, StoreError>;
 
     /// Stores copy descriptors for images that lack one (computed later, e.g. from their
-    /// thumbnails); ids not in the database are ignored. Returns how many were stored.
+    /// thumbnails), in one transaction; ids not in the database, or that have one already,
+    /// are ignored. Returns the ids stored, in the order given.
     fn set_copy_embeddings(
         &self,
         db: DbRef<'_>,
         vectors: &[(DataId, Vec<f32>)],
-    ) -> Result<usize, StoreError>;
+    ) -> Result<Vec<DataId>, StoreError>;
 
     /// Up to `limit` ids of images without a copy descriptor, ascending, after `after`.
     fn ids_without_copy(

@@ -64,12 +64,18 @@ pub struct CopiesBench {
     /// vectors repeated with small perturbations; 0 skips it).
     #[arg(long, default_value_t = 50_000)]
     index_size: usize,
+    /// Research: extra copy descriptors per query (each image scored by its best), from
+    /// transformed queries: `flip`, `rot` (±8°), `flip,rot`, `small` (the query at half size).
+    #[arg(long, value_delimiter = ',')]
+    query_tta: Vec<String>,
 }
 
 /// One prepared image's vectors.
 struct Vectors {
     semantic: Vec<Vec<f32>>,
     copy: Vec<f32>,
+    /// Queries with `--query-tta`: copy descriptors of transformed versions too.
+    copy_extra: Vec<Vec<f32>>,
     /// Database images: the copy descriptor recomputed from the stored thumbnail, as a
     /// migration of images stored before copy descriptors would have it.
     copy_from_thumbnail: Option<Vec<f32>>,
@@ -160,6 +166,7 @@ pub fn run(config: &ModelConfig, b: CopiesBench) -> anyhow::Result<ExitCode> {
         Ok(Vectors {
             semantic,
             copy: first.copy.context("no copy descriptor")?,
+            copy_extra: Vec::new(),
             copy_from_thumbnail,
             phash,
         })
@@ -191,7 +198,28 @@ pub fn run(config: &ModelConfig, b: CopiesBench) -> anyhow::Result<ExitCode> {
                             Rng::new(b.seed.wrapping_mul(0x9E37) ^ ((i as u64) << 16) ^ k as u64);
                         let families = draw_families(&mut rng);
                         let edited = fit_api(&apply_all(&base, &families, &mut rng)?)?;
-                        let vectors = embed(&edited, false)?;
+                        let mut vectors = embed(&edited, false)?;
+                        for t in &b.query_tta {
+                            let variants: Vec<RgbImage> = match t.as_str() {
+                                "flip" => vec![super::edits::from_image(
+                                    image::imageops::flip_horizontal(&to_image(&edited)),
+                                )],
+                                "rot" => vec![
+                                    super::edits::rotate(&edited, 8f64.to_radians(), [0; 3]),
+                                    super::edits::rotate(&edited, -8f64.to_radians(), [0; 3]),
+                                ],
+                                "small" => vec![crate::vision::preprocess::resize(
+                                    &edited,
+                                    (edited.width / 2).max(130),
+                                    (edited.height / 2).max(130),
+                                )?],
+                                other => anyhow::bail!("unknown --query-tta {other}"),
+                            };
+                            for v in variants {
+                                let extra = embed(&v, false)?;
+                                vectors.copy_extra.push(extra.copy);
+                            }
+                        }
                         let jpeg = encode_jpeg(&edited, 90)?;
                         if let Ok(mut q) = queries.lock() {
                             q.push(Query {
@@ -254,7 +282,13 @@ pub fn run(config: &ModelConfig, b: CopiesBench) -> anyhow::Result<ExitCode> {
                 .flat_map(|a| db[j].semantic.iter().map(move |b| dot(a, b)))
                 .fold(f32::NEG_INFINITY, f32::max)
         };
-        let cop = |j: usize| dot(&q.vectors.copy, &db[j].copy);
+        let cop = |j: usize| {
+            q.vectors
+                .copy_extra
+                .iter()
+                .map(|e| dot(e, &db[j].copy))
+                .fold(dot(&q.vectors.copy, &db[j].copy), f32::max)
+        };
         let scores: Vec<[f32; 7]> = (0..n)
             .map(|j| {
                 let (s, c) = (sem(j), cop(j));

@@ -239,7 +239,7 @@ mod write_safety {
             &self,
             db: DbRef<'_>,
             vectors: &[(DataId, Vec<f32>)],
-        ) -> Result<usize, StoreError> {
+        ) -> Result<Vec<DataId>, StoreError> {
             self.inner.set_copy_embeddings(db, vectors)
         }
         fn ids_without_copy(
@@ -252,8 +252,13 @@ mod write_safety {
         }
     }
 
-    /// The service over a pausing store in `dir`, with the real model.
+    /// The service over a pausing store in `dir`, with the real models.
     fn service(dir: &Path) -> (Arc<ImageService>, Arc<PausingStore>) {
+        service_with(dir, true)
+    }
+
+    /// [`service`], with or without the copy-detection model.
+    fn service_with(dir: &Path, with_copy: bool) -> (Arc<ImageService>, Arc<PausingStore>) {
         let store = Arc::new(PausingStore {
             inner: SqliteStore::open(dir).unwrap(),
             pauses: Mutex::new(HashMap::new()),
@@ -262,9 +267,9 @@ mod write_safety {
         let copy_path = locate_copy_model(None).expect("copy model (run scripts/setup.sh)");
         let nets = Networks {
             semantic: EfficientNet::load(&files, ModelOptions::default()).unwrap(),
-            copy: Some(
-                CopyModel::load(&files.onnxruntime, &copy_path, ModelOptions::default()).unwrap(),
-            ),
+            copy: with_copy.then(|| {
+                CopyModel::load(&files.onnxruntime, &copy_path, ModelOptions::default()).unwrap()
+            }),
         };
         let embedder = Arc::new(EmbeddingBatcher::start(nets, BatcherConfig::default()));
         let service = ImageService::start(
@@ -438,5 +443,81 @@ mod write_safety {
             "add answered {added:?}"
         );
         assert_eq!(stored, Some(0), "the add happened before the delete");
+    }
+
+    /// Images stored by a server without copy descriptors (an older release, or one run
+    /// with --no-copy-model) get them from their thumbnails at the next start with the
+    /// model: afterwards an edited copy is "the same picture" (Score ≥ 8).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn images_stored_without_copy_descriptors_get_them_from_their_thumbnails() {
+        let dir = tempfile::tempdir().unwrap();
+        let photos: Vec<Vec<u8>> = samples()
+            .into_iter()
+            .map(|(_, b)| b)
+            .filter(|b| {
+                crate::vision::decode::probe(b).is_ok_and(|(_, w, h)| crate::rules::sides_ok(w, h))
+            })
+            .take(6)
+            .collect();
+        let db = DbRef::new("t", "old");
+        {
+            let (svc, store) = service_with(dir.path(), false);
+            svc.create_db("t", "old", DbDescriptors::Both)
+                .await
+                .unwrap();
+            for (i, p) in photos.iter().enumerate() {
+                svc.add_image("t", add_request("old", &format!("e{i}"), p.clone()))
+                    .await
+                    .unwrap();
+            }
+            assert_eq!(
+                store.ids_without_copy(db, None, 100).unwrap().len(),
+                photos.len()
+            );
+            assert!(!svc.backfill_running());
+            tokio::task::spawn_blocking(move || svc.snapshot_indexes())
+                .await
+                .unwrap();
+        }
+        let (svc, store) = service(dir.path());
+        eventually(|| !svc.backfill_running()).await;
+        assert!(store.ids_without_copy(db, None, 100).unwrap().is_empty());
+        // A crop of 70% of the area of the third photo, as a JPEG.
+        let img = crate::vision::decode::decode(&photos[2], &Default::default()).unwrap();
+        let (w, h) = (img.width * 84 / 100, img.height * 84 / 100);
+        let cropped = image::imageops::crop_imm(
+            &image::RgbImage::from_raw(img.width, img.height, img.pixels.clone()).unwrap(),
+            img.width - w,
+            0,
+            w,
+            h,
+        )
+        .to_image();
+        let mut jpeg = std::io::Cursor::new(Vec::new());
+        cropped
+            .write_to(&mut jpeg, image::ImageFormat::Jpeg)
+            .unwrap();
+        let matches = svc
+            .search_image(
+                "t",
+                SearchImage {
+                    db: "old".into(),
+                    source: ImageSource::Bytes(jpeg.into_inner()),
+                    limit: 3,
+                    min_score: None,
+                    distinct_entity: false,
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(matches[0].record.entity_id, "e2", "{matches:?}");
+        assert!(
+            matches[0].score >= crate::rules::SAME_PICTURE_SCORE,
+            "{matches:?}"
+        );
+        assert!(
+            matches[1].score < crate::rules::SAME_PICTURE_SCORE,
+            "{matches:?}"
+        );
     }
 }

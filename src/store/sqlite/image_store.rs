@@ -341,7 +341,7 @@ impl ImageStore for SqliteStore {
         &self,
         db: DbRef<'_>,
         vectors: &[(DataId, Vec<f32>)],
-    ) -> Result<usize, StoreError> {
+    ) -> Result<Vec<DataId>, StoreError> {
         for (_, v) in vectors {
             check_copy_embedding(v)?;
         }
@@ -350,7 +350,7 @@ impl ImageStore for SqliteStore {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let row = require_db(&tx, db)?;
-        let mut stored = 0;
+        let mut stored = Vec::new();
         {
             // Only images of this database, and never over a descriptor already there.
             let mut insert = tx.prepare_cached(
@@ -361,7 +361,9 @@ impl ImageStore for SqliteStore {
             let mut blob = Vec::new();
             for (id, v) in vectors {
                 super::rows::encode_embedding(v, &mut blob);
-                stored += insert.execute(params![sql_id(*id), blob, row.id])?;
+                if insert.execute(params![sql_id(*id), blob, row.id])? > 0 {
+                    stored.push(*id);
+                }
             }
         }
         tx.commit()?;
