@@ -202,11 +202,17 @@ pub fn copy_similarity(copy: f32, semantic: Option<f32>) -> f32 {
 ///   `Score ≥ S` means "the same picture".
 /// * Without one (an image stored before copy descriptors, or a server without the copy
 ///   model): `S · s`, below `S`, since only the copy descriptor may claim "same picture".
-/// * Either cosine within 1e-5 of 1 (the same file) scores 10.
+/// * The same file scores 10: a copy cosine within 1e-5 of 1, or, without one, a semantic
+///   cosine within 1e-5 of 1.
 pub fn fused_score(descriptors: DbDescriptors, semantic: Option<f32>, copy: Option<f32>) -> f32 {
-    let identical = |c: Option<f32>| c.is_some_and(|c| c >= 1.0 - 1e-5);
-    if identical(semantic) || identical(copy) {
-        return SCORE_MAX;
+    // The same file gives cosine 1 under both descriptors; when there is a copy cosine it
+    // alone decides, because near-blank images (smooth gradients, plain wallpapers) can
+    // share one semantic embedding without being the same picture.
+    let identical = |c: f32| c >= 1.0 - 1e-5;
+    match (copy, semantic) {
+        (Some(c), _) if identical(c) => return SCORE_MAX,
+        (None, Some(s)) if identical(s) => return SCORE_MAX,
+        _ => {}
     }
     if descriptors == DbDescriptors::Similar {
         return semantic.map_or(0.0, score);
@@ -227,6 +233,59 @@ pub fn fused_score(descriptors: DbDescriptors, semantic: Option<f32>, copy: Opti
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fused_score_bands_and_order() {
+        let both = DbDescriptors::Both;
+        // The same file: 10; a copy cosine decides over a degenerate semantic one.
+        assert_eq!(fused_score(both, Some(1.0), Some(1.0)), SCORE_MAX);
+        assert_eq!(fused_score(both, None, Some(0.999_999)), SCORE_MAX);
+        assert!(fused_score(both, Some(1.0), Some(0.2)) < SAME_PICTURE_SCORE);
+        assert_eq!(fused_score(both, Some(1.0), None), SCORE_MAX);
+        // "Same picture" from the threshold on, monotone in c + w·s, continuous at it.
+        let at = |s: f32, c: f32| fused_score(both, Some(s), Some(c));
+        let t = SAME_PICTURE_SIMILARITY;
+        assert!((at(0.0, t) - SAME_PICTURE_SCORE).abs() < 1e-4);
+        assert!(at(0.0, t - 0.01) < SAME_PICTURE_SCORE);
+        assert!(at(0.3, 0.6) > at(0.9, 0.3), "copy beats looks-alike");
+        assert!(
+            at(0.9, 0.6) > at(0.3, 0.6),
+            "looks-alike breaks copy near-ties"
+        );
+        let mut last = -1.0;
+        for i in 0..=100 {
+            let c = i as f32 / 100.0 * 0.999;
+            let v = at(0.5, c);
+            assert!(v >= last && (0.0..=SCORE_MAX).contains(&v), "{c} {v}");
+            last = v;
+        }
+        // An image without a copy descriptor stays below "same picture".
+        assert!(fused_score(both, Some(0.99), None) < SAME_PICTURE_SCORE);
+        // Semantic-only databases keep the 2020-03-20 scale.
+        assert!((fused_score(DbDescriptors::Similar, Some(0.9), None) - 9.0).abs() < 1e-5);
+        assert_eq!(fused_score(DbDescriptors::Similar, None, None), 0.0);
+        // Copy-only: no semantic term.
+        assert!(
+            (fused_score(DbDescriptors::Copy, None, Some(t)) - SAME_PICTURE_SCORE).abs() < 1e-4
+        );
+    }
+
+    #[test]
+    fn descriptors_parse_any_case_and_name_round_trips() {
+        for d in [
+            DbDescriptors::Both,
+            DbDescriptors::Copy,
+            DbDescriptors::Similar,
+        ] {
+            assert_eq!(parse_descriptors(descriptors_name(d)), Some(d));
+            assert_eq!(
+                parse_descriptors(&descriptors_name(d).to_uppercase()),
+                Some(d)
+            );
+        }
+        assert_eq!(parse_descriptors("all"), None);
+        assert_eq!(parse_descriptors(""), None);
+    }
 
     #[test]
     fn db_names() {

@@ -36,7 +36,7 @@ use crate::embedding::{dot, DbDescriptors};
 use crate::rules::{
     copy_similarity, fused_score, COPY_SEMANTIC_WEIGHT, SAME_PICTURE_SCORE, SAME_PICTURE_SIMILARITY,
 };
-use crate::service::prepare::{copy_input_from_thumbnail, prepare};
+use crate::service::prepare::prepare;
 use crate::vision::decode::RgbImage;
 use crate::vision::embedder::{EmbedInput, EmbeddingBatcher};
 
@@ -76,9 +76,9 @@ struct Vectors {
     copy: Vec<f32>,
     /// Queries with `--query-tta`: copy descriptors of transformed versions too.
     copy_extra: Vec<Vec<f32>>,
-    /// Database images: the copy descriptor recomputed from the stored thumbnail, as a
-    /// migration of images stored before copy descriptors would have it.
-    copy_from_thumbnail: Option<Vec<f32>>,
+    /// Database images: the copy descriptor of the full uploaded image (the service makes
+    /// the stored one from the thumbnail), for comparison.
+    copy_from_full: Option<Vec<f32>>,
     phash: u64,
 }
 
@@ -104,7 +104,21 @@ pub fn run(config: &ModelConfig, b: CopiesBench) -> anyhow::Result<ExitCode> {
             )
         })
         .collect();
-    images.extend(extra);
+    // Pictures with no content once decoded (transparent overlays composited over white:
+    // seven of mate-backgrounds' are) are one blank picture several times, not distinct
+    // originals; they are left out and listed.
+    let mut blank = Vec::new();
+    for p in extra {
+        let img = load_fitted(&p)?;
+        if luma_spread(&img) < 2.0 {
+            blank.push(
+                p.file_name()
+                    .map_or(String::new(), |f| f.to_string_lossy().into_owned()),
+            );
+        } else {
+            images.push(p);
+        }
+    }
     let n = images.len();
     // Originals: every picture of the second source, then ImageNet by a seeded shuffle.
     let mut rng = Rng::new(b.seed);
@@ -139,9 +153,12 @@ pub fn run(config: &ModelConfig, b: CopiesBench) -> anyhow::Result<ExitCode> {
             copy: p.copy,
         })?;
         let second = p.untrimmed.map(|t| batcher.submit_wait(t)).transpose()?;
-        let thumb = match &p.thumbnail {
-            Some(jpeg) => {
-                let input = copy_input_from_thumbnail(jpeg).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let full = match &p.thumbnail {
+            Some(_) => {
+                let decoded = crate::vision::decode::decode(&bytes, &Default::default())?;
+                let trimmed = crate::vision::borders::trim(&decoded);
+                let input =
+                    crate::vision::copy_model::copy_input(trimmed.as_ref().unwrap_or(&decoded))?;
                 let zeros = vec![0f32; crate::vision::preprocess::INPUT_LEN];
                 Some(batcher.submit_wait(EmbedInput {
                     tensor: zeros,
@@ -151,7 +168,7 @@ pub fn run(config: &ModelConfig, b: CopiesBench) -> anyhow::Result<ExitCode> {
             None => None,
         };
         let first = first.wait()?;
-        let copy_from_thumbnail = thumb.map(|t| t.wait()).transpose()?.and_then(|i| i.copy);
+        let copy_from_full = full.map(|t| t.wait()).transpose()?.and_then(|i| i.copy);
         let mut semantic = vec![first.embedding];
         if let Some(t) = second {
             semantic.push(t.wait()?.embedding);
@@ -167,7 +184,7 @@ pub fn run(config: &ModelConfig, b: CopiesBench) -> anyhow::Result<ExitCode> {
             semantic,
             copy: first.copy.context("no copy descriptor")?,
             copy_extra: Vec::new(),
-            copy_from_thumbnail,
+            copy_from_full,
             phash,
         })
     };
@@ -257,19 +274,21 @@ pub fn run(config: &ModelConfig, b: CopiesBench) -> anyhow::Result<ExitCode> {
 
     // Scores of every (query, database image) pair under each method.
     // `sum_*`: research rankings (copy cosine + w · semantic cosine) beside the Score.
-    // `*_migrated`: the database's copy descriptors recomputed from its thumbnails (what a
-    // migration of images stored before copy descriptors could do); `sum_0.5`: a heavier
-    // semantic weight, for comparison.
+    // `*_full_stored`: the database's copy descriptors made from the full uploads instead
+    // of their thumbnails; `sum_0.5`: a heavier semantic weight; both for comparison.
     const METHODS: [&str; 7] = [
         "lite0",
         "sscd",
         "fused",
         "phash",
-        "sscd_migrated",
-        "fused_migrated",
+        "sscd_full_stored",
+        "fused_full_stored",
         "sum_0.5",
     ];
     let mut ranks: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    let mut by_source: BTreeMap<(&str, &str), Vec<usize>> = BTreeMap::new();
+    // The service Score's misses, to read.
+    let mut misses = Vec::new();
     let mut by_family: BTreeMap<(&str, Family), Vec<usize>> = BTreeMap::new();
     let (mut true_copy, mut best_other_copy) = (Vec::new(), Vec::new());
     let (mut true_fused, mut other_fused_hits, mut other_pairs) = (Vec::new(), 0usize, 0usize);
@@ -294,7 +313,7 @@ pub fn run(config: &ModelConfig, b: CopiesBench) -> anyhow::Result<ExitCode> {
                 let (s, c) = (sem(j), cop(j));
                 let hamming = (q.vectors.phash ^ db[j].phash).count_ones() as f32;
                 let ct = db[j]
-                    .copy_from_thumbnail
+                    .copy_from_full
                     .as_ref()
                     .map_or(f32::NAN, |t| dot(&q.vectors.copy, t));
                 [
@@ -315,6 +334,31 @@ pub fn run(config: &ModelConfig, b: CopiesBench) -> anyhow::Result<ExitCode> {
                     .filter(|&j| j != q.original && scores[j][m] >= target)
                     .count();
             ranks.entry(name).or_default().push(rank);
+            let source = if q.original < first_source {
+                "first"
+            } else {
+                "second"
+            };
+            by_source.entry((name, source)).or_default().push(rank);
+            if *name == "fused" && rank > 1 {
+                let best = (0..n)
+                    .filter(|&j| j != q.original)
+                    .max_by(|&a, &b| scores[a][m].total_cmp(&scores[b][m]))
+                    .unwrap_or(q.original);
+                let file = |i: usize| {
+                    images[i]
+                        .file_name()
+                        .map_or(String::new(), |f| f.to_string_lossy().into_owned())
+                };
+                misses.push(json!({
+                    "original": file(q.original),
+                    "families": q.families.iter().map(|f| f.name()).collect::<Vec<_>>(),
+                    "rank": rank,
+                    "score": round3(f64::from(target)),
+                    "ranked_first": file(best),
+                    "first_score": round3(f64::from(scores[best][m])),
+                }));
+            }
             for &f in &q.families {
                 by_family.entry((name, f)).or_default().push(rank);
             }
@@ -346,9 +390,20 @@ pub fn run(config: &ModelConfig, b: CopiesBench) -> anyhow::Result<ExitCode> {
                 );
             }
         }
+        // Recall@1 over the queries of each picture source (ImageNet photos; wallpapers).
+        let sources: serde_json::Map<String, serde_json::Value> = ["first", "second"]
+            .into_iter()
+            .filter_map(|src| {
+                let r = by_source.get(&(name, src))?;
+                Some((
+                    src.to_string(),
+                    json!({"recall_at_1": round3(summarise(r).0), "queries": r.len()}),
+                ))
+            })
+            .collect();
         methods.insert(
             name.into(),
-            json!({"recall_at_1": round3(r1), "map": round3(map), "families": families}),
+            json!({"recall_at_1": round3(r1), "map": round3(map), "sources": sources, "families": families}),
         );
     }
     // Threshold sweep on the copy similarity: true pairs reaching it (recall) and queries
@@ -380,6 +435,7 @@ pub fn run(config: &ModelConfig, b: CopiesBench) -> anyhow::Result<ExitCode> {
             "seed": b.seed,
             "database_images": n,
             "second_source_images": n - first_source,
+            "blank_images_left_out": blank,
             "queries": queries.len(),
             "variants_per_original": b.variants,
             "prepare_and_embed_s": round3(prep_s),
@@ -394,6 +450,7 @@ pub fn run(config: &ModelConfig, b: CopiesBench) -> anyhow::Result<ExitCode> {
             },
             "copy_threshold_sweep": sweep,
             "search_image_ms": latency,
+            "fused_misses": misses,
         })
     );
     Ok(ExitCode::SUCCESS)
@@ -514,4 +571,16 @@ fn service_latency(
         "p50": at(0.5),
         "p90": at(0.9),
     }))
+}
+
+/// Standard deviation of the luma (BT.601) over the pixels: ~0 for a blank picture.
+fn luma_spread(img: &RgbImage) -> f64 {
+    let lumas: Vec<f64> = img
+        .pixels
+        .chunks_exact(3)
+        .map(|p| 0.299 * f64::from(p[0]) + 0.587 * f64::from(p[1]) + 0.114 * f64::from(p[2]))
+        .collect();
+    let n = lumas.len().max(1) as f64;
+    let mean = lumas.iter().sum::<f64>() / n;
+    (lumas.iter().map(|l| (l - mean).powi(2)).sum::<f64>() / n).sqrt()
 }
