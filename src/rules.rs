@@ -202,17 +202,18 @@ pub fn copy_similarity(copy: f32, semantic: Option<f32>) -> f32 {
 ///   `Score ≥ S` means "the same picture".
 /// * Without one (an image stored before copy descriptors, or a server without the copy
 ///   model): `S · s`, below `S`, since only the copy descriptor may claim "same picture".
-/// * The same file scores 10: a copy cosine within 1e-5 of 1, or, without one, a semantic
-///   cosine within 1e-5 of 1.
+/// * The same file scores 10: a semantic cosine within 1e-5 of 1 (with a copy cosine that
+///   reaches the same-picture threshold, when there is one), or a copy cosine within 1e-5
+///   of 1.
 pub fn fused_score(descriptors: DbDescriptors, semantic: Option<f32>, copy: Option<f32>) -> f32 {
-    // The same file gives cosine 1 under both descriptors; when there is a copy cosine it
-    // alone decides, because near-blank images (smooth gradients, plain wallpapers) can
-    // share one semantic embedding without being the same picture.
+    // The same file gives semantic cosine 1 (its stored copy descriptor comes from the
+    // thumbnail, so its copy cosine is high but not 1). Near-blank images (smooth
+    // gradients) can share one semantic embedding without being the same picture, so with
+    // a copy cosine it must say "same picture" too.
     let identical = |c: f32| c >= 1.0 - 1e-5;
-    match (copy, semantic) {
-        (Some(c), _) if identical(c) => return SCORE_MAX,
-        (None, Some(s)) if identical(s) => return SCORE_MAX,
-        _ => {}
+    let copy_agrees = copy.is_none_or(|c| c >= SAME_PICTURE_SIMILARITY);
+    if semantic.is_some_and(identical) && copy_agrees || copy.is_some_and(identical) {
+        return SCORE_MAX;
     }
     if descriptors == DbDescriptors::Similar {
         return semantic.map_or(0.0, score);
@@ -241,6 +242,11 @@ mod tests {
         assert_eq!(fused_score(both, Some(1.0), Some(1.0)), SCORE_MAX);
         assert_eq!(fused_score(both, None, Some(0.999_999)), SCORE_MAX);
         assert!(fused_score(both, Some(1.0), Some(0.2)) < SAME_PICTURE_SCORE);
+        assert_eq!(
+            fused_score(both, Some(1.0), Some(0.96)),
+            SCORE_MAX,
+            "stored from the thumbnail"
+        );
         assert_eq!(fused_score(both, Some(1.0), None), SCORE_MAX);
         // "Same picture" from the threshold on, monotone in c + w·s, continuous at it.
         let at = |s: f32, c: f32| fused_score(both, Some(s), Some(c));

@@ -220,11 +220,14 @@ impl ImageService {
         tenant: &str,
         req: AddImage,
     ) -> Result<ImageRecord, ServiceError> {
-        let want_copy = self.wants_copy(&*self.index(tenant, &req.db)?)?;
+        let index = self.index(tenant, &req.db)?;
+        let want_copy = self.wants_copy(&index)?;
+        let from_thumbnail = index.indexes(Descriptor::Semantic);
         let (bytes, image_url) = self.image_bytes(req.source, ADD_IMAGE_MAX_BYTES).await?;
-        let prepared = tokio::task::spawn_blocking(move || prepare(&bytes, true, want_copy))
-            .await
-            .map_err(|e| ServiceError::Internal(e.to_string()))??;
+        let prepared =
+            tokio::task::spawn_blocking(move || prepare(&bytes, true, want_copy, from_thumbnail))
+                .await
+                .map_err(|e| ServiceError::Internal(e.to_string()))??;
         let Inference {
             embedding, copy, ..
         } = self.embed(prepared.tensor, prepared.copy).await?;
@@ -355,7 +358,7 @@ impl ImageService {
         };
         let want_copy = self.wants_copy(&index)?;
         let (bytes, _) = self.image_bytes(req.source, SEARCH_IMAGE_MAX_BYTES).await?;
-        let prepared = tokio::task::spawn_blocking(move || prepare(&bytes, false, want_copy))
+        let prepared = tokio::task::spawn_blocking(move || prepare(&bytes, false, want_copy, true))
             .await
             .map_err(|e| ServiceError::Internal(e.to_string()))??;
         // Submit both before waiting so that they can share one inference batch.

@@ -29,7 +29,17 @@ pub(crate) struct Prepared {
 /// (and, for stored images, a JPEG thumbnail of the whole image; for queries, the
 /// untrimmed input too when margins were trimmed; with `copy`, the copy-detection input).
 /// Runs on a blocking thread.
-pub(crate) fn prepare(bytes: &[u8], stored: bool, copy: bool) -> Result<Prepared, ServiceError> {
+///
+/// `copy_from_thumbnail`: a stored image's copy descriptor is made from its thumbnail
+/// (databases that also index the semantic embedding, whose cosine 1 then marks the same
+/// file); otherwise from the full image (copy-only databases, where the copy cosine alone
+/// must be 1 for the same file).
+pub(crate) fn prepare(
+    bytes: &[u8],
+    stored: bool,
+    copy: bool,
+    copy_from_thumbnail: bool,
+) -> Result<Prepared, ServiceError> {
     let with_thumbnail = stored;
     let (_, width, height) = decode::probe(bytes)?;
     if !sides_ok(width, height) {
@@ -64,8 +74,8 @@ pub(crate) fn prepare(bytes: &[u8], stored: bool, copy: bool) -> Result<Prepared
     // full image.
     let copy = match (copy, &thumbnail) {
         (false, _) => None,
-        (true, Some(jpeg)) => Some(copy_input_from_thumbnail(jpeg)?),
-        (true, None) => Some(
+        (true, Some(jpeg)) if copy_from_thumbnail => Some(copy_input_from_thumbnail(jpeg)?),
+        (true, _) => Some(
             copy_input(trimmed.as_ref().unwrap_or(&image))
                 .map_err(|e| ServiceError::Internal(e.to_string()))?,
         ),
@@ -122,8 +132,8 @@ mod tests {
     #[test]
     fn prepare_trims_margins_and_keeps_the_whole_query_too() {
         let bytes = png_with_margins(400, 300, (100, 60, 160, 150));
-        let query = prepare(&bytes, false, false).unwrap();
-        let stored = prepare(&bytes, true, true).unwrap();
+        let query = prepare(&bytes, false, false, true).unwrap();
+        let stored = prepare(&bytes, true, true, true).unwrap();
         assert_eq!(query.tensor, stored.tensor, "same trimmed input both ways");
         assert!(stored.untrimmed.is_none() && stored.thumbnail.is_some());
         assert_eq!(
@@ -135,7 +145,7 @@ mod tests {
         assert_ne!(whole, query.tensor);
         // Without margins there is one input, the whole image.
         let full = png_with_margins(300, 200, (0, 0, 300, 200));
-        let p = prepare(&full, false, false).unwrap();
+        let p = prepare(&full, false, false, true).unwrap();
         assert!(p.untrimmed.is_none());
         let mut want = vec![0f32; INPUT_LEN];
         write_input_tensor(

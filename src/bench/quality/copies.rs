@@ -147,7 +147,7 @@ pub fn run(config: &ModelConfig, b: CopiesBench) -> anyhow::Result<ExitCode> {
         .to_hasher();
     let embed = |img: &RgbImage, stored: bool| -> anyhow::Result<Vectors> {
         let bytes = encode_jpeg(img, 90)?;
-        let p = prepare(&bytes, stored, true).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let p = prepare(&bytes, stored, true, true).map_err(|e| anyhow::anyhow!("{e}"))?;
         let first = batcher.submit_wait(EmbedInput {
             tensor: p.tensor,
             copy: p.copy,
