@@ -4,10 +4,11 @@
 //! preprocess, embed), `index` (vector search) and `store` (persistence). `rules` states the
 //! API's rules and limits for every layer; `fetch` downloads images by URL. `serve` wires
 //! the server process together; `remote` is the API client and the commands that use it;
-//! `offline` runs the models locally; `bench` (cargo feature `bench`) measures. `cli` parses
+//! `offline` runs the models locally; `backup` copies a data directory (backup/restore); `bench` (cargo feature `bench`) measures. `cli` parses
 //! arguments and dispatches. `docs/architecture.md` walks through it.
 
 pub mod api;
+pub mod backup;
 #[cfg(feature = "bench")]
 pub mod bench;
 pub mod cli;

@@ -64,6 +64,11 @@ pub enum Command {
     Search(commands::SearchArgs),
     /// Add a directory of images, or the rows of a CSV manifest, in parallel; resumable.
     Import(import::ImportArgs),
+    /// Copy a data directory (a consistent snapshot, also while its server runs and
+    /// writes) to DEST, a new directory.
+    Backup(crate::backup::BackupArgs),
+    /// Put a backup into a data directory that holds no store yet.
+    Restore(crate::backup::RestoreArgs),
     /// Inspect the network.
     Model {
         #[command(subcommand)]
@@ -100,6 +105,8 @@ pub fn main() -> ExitCode {
         Command::Search(args) => commands::run_search(args),
         Command::Import(args) => import::run(args),
         Command::Serve(config) => serve::run(&cli.model, config),
+        Command::Backup(args) => crate::backup::run_backup(args),
+        Command::Restore(args) => crate::backup::run_restore(args),
         Command::Embed { images } => offline::run(&cli.model, &images, Output::Embedding),
         Command::Classify { images, top } => {
             offline::run(&cli.model, &images, Output::Classes { top })

@@ -28,6 +28,7 @@
 //! at open. A file from a newer version is refused, untouched. Embeddings are little-endian f32
 //! BLOBs in their own table, thumbnails in another, so listing reads neither.
 
+pub mod backup;
 mod committer;
 mod image_store;
 mod rows;
