@@ -23,7 +23,7 @@ use crate::signing::unix_seconds;
 use crate::store::{ImageStore, SqliteStore, StoreOptions};
 use crate::vision::embedder::EmbeddingBatcher;
 
-/// The live signature nonces at the last clean shutdown, in the data directory.
+/// The live signature nonces (snapshot; `nonces.journal*` beside it since the last start).
 pub const NONCE_FILE: &str = "nonces";
 
 pub fn run(model: &ModelConfig, config: ServeConfig) -> anyhow::Result<ExitCode> {
@@ -95,7 +95,7 @@ async fn run_async(model: &ModelConfig, config: ServeConfig) -> anyhow::Result<E
     )?);
     let metrics_on_main = !config.no_metrics && config.metrics_listen.is_none();
     let nonce_file = config.data.join(NONCE_FILE);
-    let nonces = NonceCache::load(
+    let nonces = NonceCache::open(
         &nonce_file,
         unix_seconds(SystemTime::now()),
         config.nonce_capacity,
@@ -154,7 +154,8 @@ async fn run_async(model: &ModelConfig, config: ServeConfig) -> anyhow::Result<E
     eprintln!(
         "imgsearch: shutting down; in-flight requests finished or dropped; writing index snapshots"
     );
-    // Live nonces carry over a clean restart, so no request of the last window replays.
+    // Live nonces carry over a restart (the journal covers a crash); the snapshot written
+    // here lets the next start skip replaying the journal.
     if let Err(e) = state
         .nonces
         .save(&nonce_file, unix_seconds(SystemTime::now()))

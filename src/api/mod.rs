@@ -23,6 +23,7 @@ pub mod error;
 pub mod keys;
 pub mod metrics;
 pub mod nonce;
+mod nonce_journal;
 pub mod params;
 pub mod response;
 pub mod server;

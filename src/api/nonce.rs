@@ -11,9 +11,11 @@
 //! A nonce is kept as a 128-bit digest, not its text: about 100 bytes per entry with the
 //! map and heap, whatever the nonce's length (1M entries: ~100 MB).
 //!
-//! Persistence: [`NonceCache::save`] at shutdown and [`NonceCache::load`] at start carry the
-//! live nonces over a clean restart. After a crash the last window's nonces are lost, so a
-//! request signed in the 15 minutes before it could be replayed once (docs/security notes).
+//! Persistence: [`NonceCache::open`] loads the snapshot [`NonceCache::save`] wrote at the
+//! last clean shutdown plus the journal (`api::nonce_journal`) of every nonce accepted since
+//! the last start, writes them as a fresh snapshot and starts an empty journal. So the live
+//! nonces carry over a clean restart and `kill -9` alike (a power cut can lose the journal's
+//! last unflushed appends: docs/security.md).
 //!
 //! Not here: signature checks. Call [`NonceCache::check_and_insert`] only after the
 //! signature verified, or anyone could burn nonces.
@@ -28,6 +30,7 @@ use sha2::{Digest, Sha256};
 use thiserror::Error;
 
 use super::error::ApiError;
+use super::nonce_journal::{journal_paths, NonceJournal};
 use crate::signing::{hex, unhex};
 
 /// Why a nonce was refused.
@@ -78,6 +81,8 @@ struct Inner {
     by_expiry: BinaryHeap<Reverse<(i64, Entry)>>,
     /// Live entries per access key (keys with none are removed).
     per_key: HashMap<Arc<str>, usize>,
+    /// Where accepted nonces are appended (a cache made by [`NonceCache::open`]).
+    journal: Option<NonceJournal>,
 }
 
 /// Thread-safe bounded nonce store. Share one per server (e.g. in an `Arc`).
@@ -145,61 +150,82 @@ impl NonceCache {
                 capacity: self.capacity,
             });
         }
+        if let Some(journal) = inner.journal.as_mut() {
+            journal.append(&entry_line(expires_at, d, access_key_id), expires_at, now);
+        }
         inner.insert(entry, expires_at);
         Ok(())
     }
 
-    /// Writes the live entries to `path` (atomically: a temporary file, fsynced, renamed).
+    /// Writes the live entries to `path` (atomically: a temporary file, fsynced, renamed),
+    /// then empties the journal, which the file now covers.
     pub fn save(&self, path: &Path, now: i64) -> std::io::Result<usize> {
+        let mut inner = self.lock();
+        inner.evict_expired(now);
         let mut out = String::new();
-        let count = {
-            let mut inner = self.lock();
-            inner.evict_expired(now);
-            for ((key, d), expiry) in &inner.live {
-                out.push_str(&format!("{expiry} {d:032x} {}\n", hex(key.as_bytes())));
-            }
-            inner.live.len()
-        };
+        for ((key, d), expiry) in &inner.live {
+            out.push_str(&entry_line(*expiry, *d, key));
+        }
         let tmp = path.with_extension("part");
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(out.as_bytes())?;
         f.sync_all()?;
         std::fs::rename(&tmp, path)?;
-        Ok(count)
+        if let Some(journal) = inner.journal.as_mut() {
+            journal.clear(now)?;
+        }
+        Ok(inner.live.len())
     }
 
     /// A cache with the entries `save` wrote to `path` that are still live at `now` (an
     /// empty one when there is no file). Lines it cannot read are skipped: the file only
-    /// ever makes the cache remember more.
+    /// ever makes the cache remember more. Keeps no journal.
     pub fn load(path: &Path, now: i64, capacity: usize, per_key: usize) -> std::io::Result<Self> {
         let cache = Self::new(capacity, per_key);
-        let text = match std::fs::read_to_string(path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(cache),
+        cache.read_entries(path, now)?;
+        Ok(cache)
+    }
+
+    /// The server's cache: the snapshot at `path` plus the journal of nonces accepted since
+    /// (what a crash left), still live at `now`, compacted into a new snapshot; from now on
+    /// every accepted nonce is journaled.
+    pub fn open(path: &Path, now: i64, capacity: usize, per_key: usize) -> std::io::Result<Self> {
+        let cache = Self::load(path, now, capacity, per_key)?;
+        for journal in journal_paths(path) {
+            cache.read_entries(&journal, now)?;
+        }
+        cache.save(path, now)?;
+        cache.lock().journal = Some(NonceJournal::start(path, now)?);
+        Ok(cache)
+    }
+
+    /// Adds the live entries of a snapshot or journal file (none if it does not exist).
+    fn read_entries(&self, path: &Path, now: i64) -> std::io::Result<()> {
+        let text = match std::fs::read(path) {
+            Ok(t) => String::from_utf8_lossy(&t).into_owned(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
             Err(e) => return Err(e),
         };
-        {
-            let mut inner = cache.lock();
-            for line in text.lines() {
-                let mut f = line.split(' ');
-                let (Some(expiry), Some(d), Some(key)) = (f.next(), f.next(), f.next()) else {
-                    continue;
-                };
-                let (Ok(expiry), Ok(d), Some(key)) = (
-                    expiry.parse::<i64>(),
-                    u128::from_str_radix(d, 16),
-                    unhex(key).and_then(|k| String::from_utf8(k).ok()),
-                ) else {
-                    continue;
-                };
-                if expiry < now || inner.live.len() >= cache.capacity {
-                    continue;
-                }
-                let key = inner.shared_key(&key);
-                inner.insert((key, d), expiry);
+        let mut inner = self.lock();
+        for line in text.lines() {
+            let mut f = line.split(' ');
+            let (Some(expiry), Some(d), Some(key)) = (f.next(), f.next(), f.next()) else {
+                continue;
+            };
+            let (Ok(expiry), Ok(d), Some(key)) = (
+                expiry.parse::<i64>(),
+                u128::from_str_radix(d, 16),
+                unhex(key).and_then(|k| String::from_utf8(k).ok()),
+            ) else {
+                continue;
+            };
+            if expiry < now || inner.live.len() >= self.capacity {
+                continue;
             }
+            let key = inner.shared_key(&key);
+            inner.insert((key, d), expiry);
         }
-        Ok(cache)
+        Ok(())
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -209,6 +235,11 @@ impl NonceCache {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
+}
+
+/// One entry as a snapshot or journal line: expiry, digest, hex of the key id.
+fn entry_line(expiry: i64, d: NonceDigest, key: &str) -> String {
+    format!("{expiry} {d:032x} {}\n", hex(key.as_bytes()))
 }
 
 impl Default for NonceCache {
@@ -398,5 +429,43 @@ mod tests {
             .is_empty());
         std::fs::write(&path, "garbage\n2000 zz 414b\n").unwrap();
         assert!(NonceCache::load(&path, 0, 10, 10).unwrap().is_empty());
+    }
+
+    #[test]
+    fn journaled_nonces_survive_a_crash_and_are_compacted_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nonces");
+        let c = NonceCache::open(&path, 0, 100, 100).unwrap();
+        c.check_and_insert("AK", "before-crash", 1000, 1).unwrap();
+        c.check_and_insert("AK", "short", 5, 1).unwrap();
+        drop(c); // no save: what kill -9 leaves
+        let [_, journal] = journal_paths(&path);
+        assert_eq!(
+            std::fs::read_to_string(&journal).unwrap().lines().count(),
+            2
+        );
+
+        let c = NonceCache::open(&path, 10, 100, 100).unwrap();
+        assert_eq!(c.len(), 1, "the expired one is dropped");
+        assert_eq!(
+            c.check_and_insert("AK", "before-crash", 1000, 10),
+            Err(NonceError::Used)
+        );
+        // Compacted: the snapshot holds it and the journal starts empty.
+        assert_eq!(std::fs::read_to_string(&journal).unwrap(), "");
+        assert!(std::fs::read_to_string(&path)
+            .unwrap()
+            .contains(&format!("{:032x}", digest("before-crash"))));
+        c.check_and_insert("AK", "after-restart", 1000, 10).unwrap();
+        assert_eq!(c.save(&path, 11).unwrap(), 2);
+        assert_eq!(std::fs::read_to_string(&journal).unwrap(), "");
+        let c = NonceCache::open(&path, 12, 100, 100).unwrap();
+        assert_eq!(
+            c.check_and_insert("AK", "after-restart", 1000, 12),
+            Err(NonceError::Used)
+        );
+        // A torn last line (the crash mid-append) is skipped.
+        std::fs::write(&journal, "1000 00ff 414b\n1000 12").unwrap();
+        assert_eq!(NonceCache::open(&path, 13, 100, 100).unwrap().len(), 3);
     }
 }

@@ -18,7 +18,7 @@ import sqlite3
 import threading
 import time
 
-from helpers import STYLES, TENANT_A, ApiClient, ServerProcess
+from helpers import STYLES, TENANT_A, ApiClient, ServerProcess, v1_request
 
 ROUNDS = int(os.environ.get("IMGSEARCH_CRASH_ROUNDS", "20"))
 SEED = int(os.environ.get("IMGSEARCH_CRASH_SEED", str(random.randrange(2**32))))
@@ -103,3 +103,24 @@ def test_acknowledged_adds_survive_kill_9(tmp_path, images, image_server):
     with sqlite3.connect(data_dir / "imgsearch.db") as conn:
         assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
         assert conn.execute("PRAGMA foreign_key_check").fetchall() == []
+
+
+def test_a_request_replayed_after_kill_9_is_refused(tmp_path):
+    """Replay protection survives a crash: requests signed and answered before `kill -9`
+    (a write and a read), sent again unchanged to the restarted server, get 400
+    SignatureNonceUsed. The nonce journal is what carries them over a crash."""
+    srv = ServerProcess(tmp_path / "data")
+    try:
+        create = v1_request("CreateImageDb", {"Name": "replayed"})
+        assert create.send(srv.port).status == 200
+        listing = v1_request("ListImageDbs")
+        assert listing.send(srv.port).status == 200
+        srv.kill()
+        srv = ServerProcess(tmp_path / "data")
+        for req in (create, listing):
+            again = req.send(srv.port)
+            assert again.error() == (400, "SignatureNonceUsed"), again.body
+        assert ApiClient("core", srv.port, TENANT_A).db_names().count("replayed") == 1
+    finally:
+        rc = srv.terminate()
+    assert rc == 0, srv.stderr()
