@@ -138,6 +138,21 @@ pub struct ServeConfig {
     /// Most images per database (the public service caps at 50,000); unlimited if unset.
     #[arg(long, env = "IMGSEARCH_MAX_IMAGES_PER_DB")]
     pub max_images_per_db: Option<u64>,
+    /// Most image databases one access key may hold (0: no limit).
+    #[arg(
+        long,
+        env = "IMGSEARCH_MAX_DATABASES_PER_TENANT",
+        default_value_t = 1000
+    )]
+    pub max_databases_per_tenant: u64,
+    /// Most images one access key may store, all its databases together (0: no limit).
+    /// The default, 5 million, is about 11 GB of index RAM with both descriptors.
+    #[arg(
+        long,
+        env = "IMGSEARCH_MAX_IMAGES_PER_TENANT",
+        default_value_t = 5_000_000
+    )]
+    pub max_images_per_tenant: u64,
     /// Serve /metrics on this address instead of the main one (e.g. an internal interface).
     #[arg(long, env = "IMGSEARCH_METRICS_LISTEN", conflicts_with = "no_metrics")]
     pub metrics_listen: Option<SocketAddr>,

@@ -57,6 +57,10 @@ async fn run_async(model: &ModelConfig, config: ServeConfig) -> anyhow::Result<E
         &config.data,
         StoreOptions {
             max_images_per_db: config.max_images_per_db,
+            max_databases_per_tenant: (config.max_databases_per_tenant > 0)
+                .then_some(config.max_databases_per_tenant),
+            max_images_per_tenant: (config.max_images_per_tenant > 0)
+                .then_some(config.max_images_per_tenant),
         },
     )?);
     let tokens = ListTokenKey::load_or_create(&config.data)?;

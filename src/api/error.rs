@@ -113,6 +113,16 @@ pub enum ApiError {
     #[error("{0}")]
     ServiceUnavailable(String),
 
+    /// The access key holds as many image databases as the server allows it (HTTP 403;
+    /// our own code: the public service has one fixed instance size instead).
+    #[error("{0}")]
+    DatabaseQuotaExceeded(String),
+
+    /// The access key's databases hold as many images as the server allows it (HTTP 403;
+    /// our own code).
+    #[error("{0}")]
+    ImageQuotaExceeded(String),
+
     /// The request body is larger than the server accepts (HTTP 413). Our own code.
     #[error("The request body is larger than {limit} bytes, the most this server accepts; images may be at most 2 MB (AddImage) or 3 MB (SearchImage) before base64.")]
     RequestTooLarge { limit: usize },
@@ -156,6 +166,8 @@ impl ApiError {
             Self::InvalidImageSize(_) => "InvalidImage.Size",
             Self::AlgoError(_) => "InternalError.Algo",
             Self::ServiceUnavailable(_) => "ServiceUnavailable",
+            Self::DatabaseQuotaExceeded(_) => "QuotaExceeded.Databases",
+            Self::ImageQuotaExceeded(_) => "QuotaExceeded.Images",
             Self::RequestTooLarge { .. } => "RequestTooLarge",
             Self::RequestTimeout { .. } => "RequestTimeout",
             Self::PathNotFound(_) => "InvalidPath.NotFound",
@@ -171,6 +183,7 @@ impl ApiError {
             | Self::InvalidActionNotFound(_)
             | Self::PathNotFound(_) => 404,
             Self::RequestTooLarge { .. } => 413,
+            Self::DatabaseQuotaExceeded(_) | Self::ImageQuotaExceeded(_) => 403,
             Self::RequestTimeout { .. } => 408,
             Self::AlgoError(_) => 586,
             Self::ServiceUnavailable(_) => 503,
@@ -279,6 +292,16 @@ mod tests {
                 400,
             ),
             (ApiError::AlgoError("a".into()), "InternalError.Algo", 586),
+            (
+                ApiError::DatabaseQuotaExceeded("q".into()),
+                "QuotaExceeded.Databases",
+                403,
+            ),
+            (
+                ApiError::ImageQuotaExceeded("q".into()),
+                "QuotaExceeded.Images",
+                403,
+            ),
             (
                 ApiError::ServiceUnavailable("busy".into()),
                 "ServiceUnavailable",

@@ -324,4 +324,86 @@ mod tests {
         );
         assert_eq!(xml_name("1 a"), "_1_a");
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+        use serde_json::{json, Map};
+
+        /// Reads back what `to_xml` writes: elements, self-closed elements and escaped text
+        /// (no attributes, comments or CDATA, which it never writes). Returns the text of
+        /// every leaf element in document order, with its element name.
+        fn xml_leaves(xml: &str) -> Vec<(String, String)> {
+            let body = xml.strip_prefix(XML_DECLARATION).expect("declaration");
+            let mut leaves = Vec::new();
+            let mut rest = body;
+            let mut open_name: Option<String> = None;
+            while let Some(lt) = rest.find('<') {
+                let text = &rest[..lt];
+                let gt = rest[lt..].find('>').expect("tag end") + lt;
+                let tag = &rest[lt + 1..gt];
+                if let Some(name) = tag.strip_prefix('/') {
+                    if open_name.as_deref() == Some(name) {
+                        leaves.push((name.to_owned(), unescape(text)));
+                    }
+                    open_name = None;
+                } else if let Some(name) = tag.strip_suffix('/') {
+                    leaves.push((name.to_owned(), String::new()));
+                    open_name = None;
+                } else {
+                    assert!(text.is_empty(), "text between elements: {text:?}");
+                    open_name = Some(tag.to_owned());
+                }
+                rest = &rest[gt + 1..];
+            }
+            leaves
+        }
+
+        fn unescape(s: &str) -> String {
+            s.replace("&lt;", "<")
+                .replace("&gt;", ">")
+                .replace("&quot;", "\"")
+                .replace("&apos;", "'")
+                .replace("&#13;", "\r")
+                .replace("&amp;", "&")
+        }
+
+        /// What XML 1.0 can carry of `s`: the documented substitutions.
+        fn xml_safe(s: &str) -> String {
+            s.chars()
+                .map(|c| match c {
+                    '\t' | '\n' | '\r' => c,
+                    c if (c as u32) < 0x20 || c == '\u{FFFE}' || c == '\u{FFFF}' => '\u{FFFD}',
+                    c => c,
+                })
+                .collect()
+        }
+
+        proptest! {
+            /// Any string values, in objects and arrays: the XML body carries each one in
+            /// order (markup escaped, nothing lost but what XML cannot hold), and the JSON
+            /// body parses back to the same value.
+            #[test]
+            fn bodies_carry_every_string_value(
+                values in proptest::collection::vec(any::<String>(), 1..6),
+                n in any::<i64>(), flag in any::<bool>(),
+            ) {
+                let mut data = Map::new();
+                data.insert("Items".into(), json!(values.iter().map(|v| json!({"Name": v})).collect::<Vec<_>>()));
+                data.insert("Count".into(), json!(n));
+                data.insert("More".into(), json!(flag));
+                let body = json!({"RequestId": "R", "Data": data});
+
+                let parsed: Value = serde_json::from_str(&render_success("X", &body, ResponseFormat::Json)).unwrap();
+                prop_assert_eq!(&parsed, &body);
+
+                let leaves = xml_leaves(&render_success("X", &body, ResponseFormat::Xml));
+                let names: Vec<String> = leaves.iter().filter(|(k, _)| k == "Name").map(|(_, v)| v.clone()).collect();
+                let expected: Vec<String> = values.iter().map(|v| xml_safe(v)).collect();
+                prop_assert_eq!(names, expected);
+                prop_assert!(leaves.contains(&("Count".to_owned(), n.to_string())));
+                prop_assert!(leaves.contains(&("More".to_owned(), flag.to_string())));
+            }
+        }
+    }
 }

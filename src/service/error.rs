@@ -24,6 +24,12 @@ pub enum ServiceError {
     ImageResolution(String),
     #[error("{0}")]
     ImageSize(String),
+    /// The tenant holds as many databases as it may (`--max-databases-per-tenant`).
+    #[error("{0}")]
+    DatabaseQuota(String),
+    /// The tenant's databases hold as many images as it may (`--max-images-per-tenant`).
+    #[error("{0}")]
+    ImageQuota(String),
     #[error("the server is busy: {0}")]
     Busy(String),
     #[error("the feature extractor failed: {0}")]
@@ -45,6 +51,8 @@ impl From<StoreError> for ServiceError {
         match e {
             StoreError::DbExists(name) => ServiceError::DbExists(name),
             StoreError::DbNotFound(name) => ServiceError::DbNotFound(name),
+            StoreError::TenantDatabaseQuota { .. } => ServiceError::DatabaseQuota(e.to_string()),
+            StoreError::TenantImageQuota { .. } => ServiceError::ImageQuota(e.to_string()),
             StoreError::DbFull { .. }
             | StoreError::Invalid(_)
             | StoreError::DimensionMismatch { .. } => ServiceError::InvalidParameter(e.to_string()),

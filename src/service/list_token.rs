@@ -406,4 +406,51 @@ mod tests {
             "ListTokenKey(..)"
         );
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn order(desc: bool) -> Order {
+            if desc {
+                Order::Desc
+            } else {
+                Order::Asc
+            }
+        }
+
+        proptest! {
+            /// Any id, any scope: a token comes back as its id for that scope only.
+            #[test]
+            fn a_token_resumes_its_own_scope_and_no_other(
+                tenant in any::<String>(), db in any::<String>(), prefix in any::<String>(),
+                desc in any::<bool>(), last in 0..=DataId::MAX, other in any::<String>(),
+                field in 0..4usize,
+            ) {
+                let key = ListTokenKey::from_secret(b"property test secret").unwrap();
+                let s = scope(&tenant, &db, order(desc), Some(&prefix));
+                let token = key.issue(&s, id(last));
+                prop_assert_eq!(key.resume(&s, &token), Ok(id(last)));
+                let mut changed = s;
+                match field {
+                    0 => changed.tenant = &other,
+                    1 => changed.db = &other,
+                    2 => changed.entity_id_prefix = Some(&other),
+                    _ => changed.order = order(!desc),
+                }
+                if changed != s && !(field == 2 && other.is_empty() && prefix.is_empty()) {
+                    prop_assert_eq!(key.resume(&changed, &token), Err(ListTokenError::Mismatch));
+                }
+            }
+
+            /// Whatever string comes in as a token, resume answers without panicking, and
+            /// only a token this key issued gives an id.
+            #[test]
+            fn arbitrary_tokens_are_refused(token in any::<String>()) {
+                let key = ListTokenKey::from_secret(b"property test secret").unwrap();
+                let s = scope("t", "db", Order::Asc, None);
+                prop_assert!(key.resume(&s, &token).is_err());
+            }
+        }
+    }
 }

@@ -207,6 +207,11 @@ pub struct StoreOptions {
     /// Refuse adds beyond this many images per database (the public service caps at 50,000).
     /// Checked inside the add transaction, so concurrent adds cannot overshoot it.
     pub max_images_per_db: Option<u64>,
+    /// Refuse CreateImageDb beyond this many databases per tenant.
+    pub max_databases_per_tenant: Option<u64>,
+    /// Refuse adds beyond this many images per tenant, all its databases together. Both
+    /// tenant quotas are checked inside the write, like the per-database cap.
+    pub max_images_per_tenant: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -217,6 +222,17 @@ pub enum StoreError {
     DbNotFound(String),
     #[error("image database {db:?} is full: it holds {limit} images, the configured maximum")]
     DbFull { db: String, limit: u64 },
+    #[error(
+        "this access key already has {limit} image databases, the most one key may have; \
+         delete one with DeleteImageDb, or ask the operator to raise --max-databases-per-tenant"
+    )]
+    TenantDatabaseQuota { limit: u64 },
+    #[error(
+        "this access key's image databases hold {held} images and this add would pass {limit}, \
+         the most one key may store; delete images, or ask the operator to raise \
+         --max-images-per-tenant"
+    )]
+    TenantImageQuota { held: u64, limit: u64 },
     #[error(
         "the embedding has {got} dimensions but image database {db:?} holds \
          {expected}-dimensional vectors"
@@ -432,5 +448,29 @@ mod tests {
         };
         assert_eq!(set.vector(1), Some(&[3.0, 4.0][..]));
         assert_eq!(set.vector(2), None);
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            /// Every storable id has one spelling, and it parses back to the id.
+            #[test]
+            fn data_ids_round_trip_through_their_string(v in 0..=DataId::MAX) {
+                let id = DataId::from_u64(v).unwrap();
+                prop_assert_eq!(id.to_string().parse::<DataId>(), Ok(id));
+            }
+
+            /// A string that parses is exactly the spelling of what it parsed to.
+            #[test]
+            fn only_canonical_strings_parse(s in any::<String>(), digits in 0..u64::MAX) {
+                for s in [s, digits.to_string(), format!("{digits:020}")] {
+                    if let Ok(id) = s.parse::<DataId>() {
+                        prop_assert_eq!(id.to_string(), s);
+                    }
+                }
+            }
+        }
     }
 }

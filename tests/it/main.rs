@@ -2,6 +2,7 @@
 //! - `offline`: the `imgsearch` binary's local commands (embed, classify, model export);
 //! - `model`: the embedding model's acceptance against the reference outputs;
 //! - `connections`: slow headers, idle and surplus connections, a stalled body, SIGTERM;
+//! - `fuzz_corpus`: every committed fuzz input replayed through the fuzz harness;
 //! - `end_to_end`: the real server on a free port, driven by the client commands and the
 //!   library client.
 //!
@@ -11,5 +12,6 @@
 mod common;
 mod connections;
 mod end_to_end;
+mod fuzz_corpus;
 mod model;
 mod offline;

@@ -87,3 +87,40 @@ def test_max_images_per_db(tmp_path, images, image_server):
             assert c.list_images(db)["Data"]["TotalCount"] == 3
     finally:
         assert srv.terminate() == 0
+
+
+def test_tenant_quotas(tmp_path, images, image_server):
+    """--max-databases-per-tenant 2 and --max-images-per-tenant 3, through both SDKs: the
+    third CreateImageDb of a key → 403 QuotaExceeded.Databases, an add that would pass 3
+    images over the key's databases together → 403 QuotaExceeded.Images; the other tenant
+    is not affected; deleting frees room; nothing already stored is touched."""
+    srv = ServerProcess(tmp_path / "data", extra_args=[
+        "--max-databases-per-tenant", "2", "--max-images-per-tenant", "3"])
+    try:
+        a = ApiClient("tea", srv.port, TENANT_A)
+        core_a = ApiClient("core", srv.port, TENANT_A)
+        b = ApiClient("core", srv.port, TENANT_B)
+        a.create_image_db("q_one")
+        core_a.create_image_db("q_two")
+        for c in (a, core_a):
+            e = expect_error(c.create_image_db, "q_three", status=403, code="QuotaExceeded.Databases")
+            assert "--max-databases-per-tenant" in e.message and "DeleteImageDb" in e.message
+        b.create_image_db("q_one")
+        b.create_image_db("q_two")
+        a.add("q_one", "e0", image_server.url(images.good[0]))
+        a.add("q_one", "e1", image_server.url(images.good[1]))
+        core_a.add("q_two", "e2", image_server.url(images.good[2]))
+        for c in (a, core_a):
+            e = expect_error(c.add_image, "q_two", "e3", image_server.url(images.good[3]),
+                             status=403, code="QuotaExceeded.Images")
+            assert "--max-images-per-tenant" in e.message
+        for i in range(3):
+            b.add("q_one", f"b{i}", image_server.url(images.good[i]))
+        assert a.list_images("q_one")["Data"]["TotalCount"] == 2
+        assert a.list_images("q_two")["Data"]["TotalCount"] == 1
+        a.delete_image_db("q_two")
+        a.create_image_db("q_three")
+        a.add("q_three", "e3", image_server.url(images.good[3]))
+        assert {r["EntityId"] for r in a.list_all("q_one")} == {"e0", "e1"}
+    finally:
+        assert srv.terminate() == 0

@@ -206,6 +206,17 @@ pub(super) fn insert_images(
             });
         }
     }
+    if let Some(limit) = options.max_images_per_tenant {
+        let held: i64 = conn
+            .prepare_cached(
+                "SELECT COALESCE(SUM(image_count), 0) FROM image_dbs WHERE tenant = ?1",
+            )?
+            .query_row(params![db.tenant], |r| r.get(0))?;
+        let held = u64::try_from(held).unwrap_or(0);
+        if held.saturating_add(added) > limit {
+            return Err(StoreError::TenantImageQuota { held, limit });
+        }
+    }
     let mut insert_image = conn.prepare_cached(
         "INSERT INTO images(data_id, db_id, entity_id, extra_data, image_url,
                             created_at, updated_at)

@@ -31,6 +31,17 @@ impl ImageStore for SqliteStore {
             )));
         }
         let w = self.writer();
+        if let Some(limit) = self.options.max_databases_per_tenant {
+            // Under the writer lock: no other create can pass the check beside this one.
+            let held: i64 = w
+                .conn
+                .prepare_cached("SELECT COUNT(*) FROM image_dbs WHERE tenant = ?1")?
+                .query_row(params![db.tenant], |r| r.get(0))?;
+            let exists = find_db(&w.conn, db)?.is_some();
+            if !exists && u64::try_from(held).unwrap_or(0) >= limit {
+                return Err(StoreError::TenantDatabaseQuota { limit });
+            }
+        }
         let created_at = now_millis();
         let inserted = w
             .conn

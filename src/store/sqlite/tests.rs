@@ -328,6 +328,7 @@ fn max_images_per_db_is_enforced() {
         dir.path(),
         StoreOptions {
             max_images_per_db: Some(3),
+            ..StoreOptions::default()
         },
     )
     .unwrap();
@@ -346,6 +347,57 @@ fn max_images_per_db_is_enforced() {
     ));
     store.delete_entity(db, "a").unwrap();
     store.add_image(db, &img("d", &v)).unwrap();
+}
+
+#[test]
+fn tenant_quotas_on_databases_and_images_are_enforced() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open_with(
+        dir.path(),
+        StoreOptions {
+            max_databases_per_tenant: Some(2),
+            max_images_per_tenant: Some(3),
+            ..StoreOptions::default()
+        },
+    )
+    .unwrap();
+    let (a1, a2, a3) = (
+        DbRef::new("a", "one"),
+        DbRef::new("a", "two"),
+        DbRef::new("a", "three"),
+    );
+    store.create_db(a1).unwrap();
+    store.create_db(a2).unwrap();
+    assert!(matches!(
+        store.create_db(a3),
+        Err(StoreError::TenantDatabaseQuota { limit: 2 })
+    ));
+    // An existing name is still "exists", not "quota".
+    assert!(matches!(store.create_db(a1), Err(StoreError::DbExists(_))));
+    // Another tenant is not affected.
+    store.create_db(DbRef::new("b", "one")).unwrap();
+    let v = emb(1, DIM);
+    store.add_images(a1, &[img("x", &v), img("y", &v)]).unwrap();
+    // Counted over the tenant's databases together, all or nothing.
+    assert!(matches!(
+        store.add_images(a2, &[img("z", &v), img("w", &v)]),
+        Err(StoreError::TenantImageQuota { held: 2, limit: 3 })
+    ));
+    store.add_image(a2, &img("z", &v)).unwrap();
+    assert!(matches!(
+        store.add_image(a1, &img("w", &v)),
+        Err(StoreError::TenantImageQuota { .. })
+    ));
+    store
+        .add_images(
+            DbRef::new("b", "one"),
+            &[img("p", &v), img("q", &v), img("r", &v)],
+        )
+        .unwrap();
+    // Deleting frees room: a database, then images.
+    store.delete_db(a2).unwrap();
+    store.create_db(a3).unwrap();
+    store.add_image(a3, &img("w", &v)).unwrap();
 }
 
 #[test]
@@ -1054,6 +1106,7 @@ fn group_commit_undoes_only_the_failing_adds() {
         dir.path(),
         StoreOptions {
             max_images_per_db: Some(3),
+            ..StoreOptions::default()
         },
     )
     .unwrap();
