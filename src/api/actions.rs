@@ -175,6 +175,7 @@ pub fn map_err(e: ServiceError) -> ApiError {
         | ServiceError::DbNotFound(_)
         | ServiceError::DbExists(_) => ApiError::InvalidParameter(msg),
         ServiceError::ImageFetch(f) => ApiError::from_fetch(&f),
+        ServiceError::StorageFull(_) => ApiError::InsufficientStorage(msg),
         ServiceError::DatabaseQuota(_) => ApiError::DatabaseQuotaExceeded(msg),
         ServiceError::ImageQuota(_) => ApiError::ImageQuotaExceeded(msg),
         ServiceError::ImageFormat(_) => ApiError::InvalidImageFormat(msg),

@@ -113,6 +113,10 @@ pub enum ApiError {
     #[error("{0}")]
     ServiceUnavailable(String),
 
+    /// The server's disk is full; the write was not made (HTTP 507; our own code).
+    #[error("{0}")]
+    InsufficientStorage(String),
+
     /// The access key holds as many image databases as the server allows it (HTTP 403;
     /// our own code: the public service has one fixed instance size instead).
     #[error("{0}")]
@@ -166,6 +170,7 @@ impl ApiError {
             Self::InvalidImageSize(_) => "InvalidImage.Size",
             Self::AlgoError(_) => "InternalError.Algo",
             Self::ServiceUnavailable(_) => "ServiceUnavailable",
+            Self::InsufficientStorage(_) => "InsufficientStorage",
             Self::DatabaseQuotaExceeded(_) => "QuotaExceeded.Databases",
             Self::ImageQuotaExceeded(_) => "QuotaExceeded.Images",
             Self::RequestTooLarge { .. } => "RequestTooLarge",
@@ -184,6 +189,7 @@ impl ApiError {
             | Self::PathNotFound(_) => 404,
             Self::RequestTooLarge { .. } => 413,
             Self::DatabaseQuotaExceeded(_) | Self::ImageQuotaExceeded(_) => 403,
+            Self::InsufficientStorage(_) => 507,
             Self::RequestTimeout { .. } => 408,
             Self::AlgoError(_) => 586,
             Self::ServiceUnavailable(_) => 503,
@@ -292,6 +298,11 @@ mod tests {
                 400,
             ),
             (ApiError::AlgoError("a".into()), "InternalError.Algo", 586),
+            (
+                ApiError::InsufficientStorage("full".into()),
+                "InsufficientStorage",
+                507,
+            ),
             (
                 ApiError::DatabaseQuotaExceeded("q".into()),
                 "QuotaExceeded.Databases",

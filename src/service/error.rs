@@ -30,6 +30,9 @@ pub enum ServiceError {
     /// The tenant's databases hold as many images as it may (`--max-images-per-tenant`).
     #[error("{0}")]
     ImageQuota(String),
+    /// The server's disk is full; the write was not made.
+    #[error("{0}")]
+    StorageFull(String),
     #[error("the server is busy: {0}")]
     Busy(String),
     #[error("the feature extractor failed: {0}")]
@@ -51,6 +54,7 @@ impl From<StoreError> for ServiceError {
         match e {
             StoreError::DbExists(name) => ServiceError::DbExists(name),
             StoreError::DbNotFound(name) => ServiceError::DbNotFound(name),
+            StoreError::DiskFull(_) => ServiceError::StorageFull(e.to_string()),
             StoreError::TenantDatabaseQuota { .. } => ServiceError::DatabaseQuota(e.to_string()),
             StoreError::TenantImageQuota { .. } => ServiceError::ImageQuota(e.to_string()),
             StoreError::DbFull { .. }

@@ -254,7 +254,13 @@ pub enum StoreError {
     /// Stored data that breaks an invariant: a bad embedding blob, a foreign file, etc.
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
-    /// The disk or file system failed (full, unwritable, unreadable).
+    /// The disk is full: the write was not made (SQLite rolled its transaction back).
+    #[error(
+        "the server's disk is full: this write was not stored, and nothing stored before is \
+         affected ({0}); the operator must free space"
+    )]
+    DiskFull(String),
+    /// The disk or file system failed (unwritable, unreadable).
     #[error("storage I/O error: {0}")]
     Io(String),
     /// Any other failure of the backend.

@@ -195,9 +195,9 @@ impl From<rusqlite::Error> for StoreError {
             Some(ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase) => {
                 StoreError::Corrupt(e.to_string())
             }
+            Some(ErrorCode::DiskFull) => StoreError::DiskFull(e.to_string()),
             Some(
-                ErrorCode::DiskFull
-                | ErrorCode::SystemIoFailure
+                ErrorCode::SystemIoFailure
                 | ErrorCode::CannotOpen
                 | ErrorCode::PermissionDenied
                 | ErrorCode::ReadOnly
