@@ -52,3 +52,8 @@ if [[ ! -x /usr/bin/chromium ]]; then
 fi
 (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
 IMGSEARCH_BIN="$root/target/release/imgsearch" node --test tests/browser/console.test.mjs
+
+# ---- A client in a second ecosystem: Node.js @alicloud/pop-core (tests/node) ----------
+# Pinned in tests/node/package-lock.json; `npm ci` from the npm registry.
+(cd tests/node && npm ci --no-audit --no-fund --loglevel=error)
+IMGSEARCH_BIN="$root/target/release/imgsearch" node --test tests/node/popcore.test.mjs
