@@ -53,7 +53,7 @@ fi
 (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
 IMGSEARCH_BIN="$root/target/release/imgsearch" node --test tests/browser/console.test.mjs
 
-# ---- A client in a second ecosystem: Node.js @alicloud/pop-core (tests/node) ----------
+# ---- Clients in a second ecosystem: Node.js @alicloud/pop-core and openapi-client ----
 # Pinned in tests/node/package-lock.json; `npm ci` from the npm registry.
 (cd tests/node && npm ci --no-audit --no-fund --loglevel=error)
-IMGSEARCH_BIN="$root/target/release/imgsearch" node --test tests/node/popcore.test.mjs
+IMGSEARCH_BIN="$root/target/release/imgsearch" node --test tests/node/clients.test.mjs
