@@ -5,6 +5,7 @@
 //! Extensions of ours, invisible to clients that do not use them: AddImage and SearchImage
 //! accept `ImageContent` (base64 image bytes) instead of `ImageUrl`, and the extra action
 //! `GetThumbnail` (DbName, DataId) returns a stored image's JPEG thumbnail as base64;
+//! SearchImage also searches with a stored image (`DataId`, or `EntityId`: its first image);
 //! CreateImageDb takes `Descriptors` (what the database indexes) and ListImageDbs shows
 //! it, with `CopyModel` (whether this server computes copy descriptors).
 
@@ -17,7 +18,9 @@ use crate::rules::{
     DB_NAME_RULE, DESCRIPTORS_PARAM, DESCRIPTORS_RULE, ENTITY_ID_RULE, LIST_DEFAULT_LIMIT,
     LIST_MAX_LIMIT, SEARCH_MAX_LIMIT,
 };
-use crate::service::images::{AddImage, ImageService, ImageSource, ListImages, SearchImage};
+use crate::service::images::{
+    AddImage, ImageService, ImageSource, ListImages, SearchImage, SearchQuery, StoredImage,
+};
 use crate::service::ServiceError;
 use crate::store::{DataId, DbDescriptors, Order};
 
@@ -104,7 +107,7 @@ pub async fn dispatch(
                 .ok_or_else(|| required("Limit", "an integer from 1 to 1000"))?;
             let req = SearchImage {
                 db: db_name(params, "DbName")?,
-                source: image_source(params)?,
+                query: search_query(params)?,
                 limit: limit as usize,
                 min_score: float_param(params, "MinScore", 0.0, 10.0)?,
                 distinct_entity: bool_param(params, "DistinctEntity")?.unwrap_or(false),
@@ -173,7 +176,8 @@ pub fn map_err(e: ServiceError) -> ApiError {
     match e {
         ServiceError::InvalidParameter(_)
         | ServiceError::DbNotFound(_)
-        | ServiceError::DbExists(_) => ApiError::InvalidParameter(msg),
+        | ServiceError::DbExists(_)
+        | ServiceError::ImageNotFound(_) => ApiError::InvalidParameter(msg),
         ServiceError::ImageFetch(f) => ApiError::from_fetch(&f),
         ServiceError::StorageFull(_) => ApiError::InsufficientStorage(msg),
         ServiceError::DatabaseQuota(_) => ApiError::DatabaseQuotaExceeded(msg),
@@ -242,6 +246,38 @@ fn image_source(params: &Params) -> Result<ImageSource, ApiError> {
             "the http(s) URL of a JPEG or PNG image (or send the image itself, base64-encoded, in ImageContent)",
         )),
     }
+}
+
+/// What SearchImage searches with: a new image (`ImageUrl` or `ImageContent`), or (our
+/// extension) a stored one, by `DataId` or by `EntityId` (its first image). Exactly one.
+fn search_query(params: &Params) -> Result<SearchQuery, ApiError> {
+    let given_id = params.get_non_empty("DataId");
+    let entity = params.get_non_empty("EntityId");
+    let new_image = ["ImageUrl", "ImageContent"]
+        .into_iter()
+        .find(|n| params.get_non_empty(n).is_some());
+    let given: Vec<&str> = [
+        new_image,
+        given_id.map(|_| "DataId"),
+        entity.map(|_| "EntityId"),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    if given.len() > 1 {
+        return Err(ApiError::InvalidParameter(format!(
+            "{} were both given; SearchImage searches with exactly one of: ImageUrl or \
+             ImageContent (a new image), DataId or EntityId (an image already in the database)",
+            given.join(" and ")
+        )));
+    }
+    if given_id.is_some() {
+        return Ok(SearchQuery::Stored(StoredImage::DataId(data_id(params)?)));
+    }
+    if entity.is_some() {
+        return Ok(SearchQuery::Stored(StoredImage::Entity(entity_id(params)?)));
+    }
+    image_source(params).map(SearchQuery::Image)
 }
 
 /// Decodes `ImageContent`: standard base64 (RFC 4648 §4, `+/`), padding optional, ASCII

@@ -16,6 +16,9 @@ pub enum ServiceError {
     DbNotFound(String),
     #[error("image database \"{0}\" already exists")]
     DbExists(String),
+    /// The stored image a search names is not in the database.
+    #[error("{0}")]
+    ImageNotFound(String),
     #[error("{0}")]
     ImageFetch(#[from] FetchError),
     #[error("{0}")]

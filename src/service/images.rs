@@ -63,9 +63,25 @@ pub struct ImageList {
     pub total_count: u64,
 }
 
+/// What SearchImage looks for: a new image, or one already stored in the database (our
+/// extension: its stored vectors are the query; nothing is fetched or embedded).
+#[derive(Debug, Clone)]
+pub enum SearchQuery {
+    Image(ImageSource),
+    Stored(StoredImage),
+}
+
+/// A stored image named by the caller.
+#[derive(Debug, Clone)]
+pub enum StoredImage {
+    DataId(DataId),
+    /// The entity's first (oldest) image.
+    Entity(String),
+}
+
 pub struct SearchImage {
     pub db: String,
-    pub source: ImageSource,
+    pub query: SearchQuery,
     pub limit: usize,
     /// Drop matches whose score is below this (0–10).
     pub min_score: Option<f32>,
@@ -356,28 +372,10 @@ impl ImageService {
             min_score: req.min_score,
             distinct_entity: req.distinct_entity,
         };
-        let want_copy = self.wants_copy(&index)?;
-        let (bytes, _) = self.image_bytes(req.source, SEARCH_IMAGE_MAX_BYTES).await?;
-        let prepared = tokio::task::spawn_blocking(move || prepare(&bytes, false, want_copy, true))
-            .await
-            .map_err(|e| ServiceError::Internal(e.to_string()))??;
-        // Submit both before waiting so that they can share one inference batch.
-        let trimmed = self.embedder.submit(EmbedInput {
-            tensor: prepared.tensor,
-            copy: prepared.copy,
-        })?;
-        let untrimmed = match prepared.untrimmed {
-            Some(t) => Some(self.embedder.submit(t)?),
-            None => None,
+        let queries = match req.query {
+            SearchQuery::Image(source) => self.image_query(&index, source).await?,
+            SearchQuery::Stored(stored) => self.stored_query(tenant, &req.db, stored).await?,
         };
-        let first = trimmed.wait_async().await?;
-        let mut queries = QueryVectors {
-            semantic: vec![first.embedding],
-            copy: first.copy,
-        };
-        if let Some(t) = untrimmed {
-            queries.semantic.push(t.wait_async().await?.embedding);
-        }
         // DistinctEntity needs more hits than it returns; fetch more until the page is
         // full or the database is exhausted.
         let mut k = if req.distinct_entity {
@@ -415,6 +413,81 @@ impl ImageService {
             }
             k = k.saturating_mul(4).min(total);
         }
+    }
+
+    /// The query vectors of a new image: fetched or uploaded, decoded, embedded.
+    async fn image_query(
+        &self,
+        index: &DbIndex,
+        source: ImageSource,
+    ) -> Result<QueryVectors, ServiceError> {
+        let want_copy = self.wants_copy(index)?;
+        let (bytes, _) = self.image_bytes(source, SEARCH_IMAGE_MAX_BYTES).await?;
+        let prepared = tokio::task::spawn_blocking(move || prepare(&bytes, false, want_copy, true))
+            .await
+            .map_err(|e| ServiceError::Internal(e.to_string()))??;
+        // Submit both before waiting so that they can share one inference batch.
+        let trimmed = self.embedder.submit(EmbedInput {
+            tensor: prepared.tensor,
+            copy: prepared.copy,
+        })?;
+        let untrimmed = match prepared.untrimmed {
+            Some(t) => Some(self.embedder.submit(t)?),
+            None => None,
+        };
+        let first = trimmed.wait_async().await?;
+        let mut queries = QueryVectors {
+            semantic: vec![first.embedding],
+            copy: first.copy,
+        };
+        if let Some(t) = untrimmed {
+            queries.semantic.push(t.wait_async().await?.embedding);
+        }
+        Ok(queries)
+    }
+
+    /// The query vectors of a stored image: its own stored descriptors (a copy descriptor
+    /// only when it has one), so it finds itself at Score 10 like a re-submitted file.
+    async fn stored_query(
+        &self,
+        tenant: &str,
+        db: &str,
+        stored: StoredImage,
+    ) -> Result<QueryVectors, ServiceError> {
+        let (t, d) = (tenant.to_string(), db.to_string());
+        let named = stored.clone();
+        let found = self
+            .blocking_store(move |s| {
+                let db = DbRef::new(&t, &d);
+                let id = match &named {
+                    StoredImage::DataId(id) => *id,
+                    StoredImage::Entity(entity) => match s.first_image_of_entity(db, entity)? {
+                        Some(id) => id,
+                        None => return Ok(None),
+                    },
+                };
+                let semantic = s.get_embeddings(db, Descriptor::Semantic, &[id])?;
+                let Some((_, vector)) = semantic.iter().next() else {
+                    return Ok(None);
+                };
+                let semantic = vec![vector.to_vec()];
+                let copy_set = s.get_embeddings(db, Descriptor::Copy, &[id])?;
+                let copy = copy_set.iter().next().map(|(_, v)| v.to_vec());
+                Ok(Some(QueryVectors { semantic, copy }))
+            })
+            .await?;
+        found.ok_or_else(|| {
+            ServiceError::ImageNotFound(match stored {
+                StoredImage::DataId(id) => format!(
+                    "image database \"{db}\" has no image with DataId {id}; use a DataId that \
+                     AddImage or ListImages returned for this database"
+                ),
+                StoredImage::Entity(e) => format!(
+                    "image database \"{db}\" has no image with EntityId \"{e}\" (an exact \
+                     match, not a prefix)"
+                ),
+            })
+        })
     }
 
     pub async fn thumbnail(

@@ -329,6 +329,14 @@ pub trait ImageStore: Send + Sync {
     /// The thumbnail of one image; `None` when the image is not in the database or has none.
     fn get_thumbnail(&self, db: DbRef<'_>, id: DataId) -> Result<Option<Vec<u8>>, StoreError>;
 
+    /// The first (oldest) image of the entity, `None` when the database has no image of that
+    /// exact EntityId.
+    fn first_image_of_entity(
+        &self,
+        db: DbRef<'_>,
+        entity_id: &str,
+    ) -> Result<Option<DataId>, StoreError>;
+
     /// Calls `visit` with every (data id, vector of `kind`) of the database in ascending id
     /// order, from one snapshot, reusing one buffer (no allocation per vector). Returns the
     /// number visited. A stored vector of the wrong size is `Corrupt`; an image without a

@@ -1,7 +1,8 @@
 // End-to-end test of the web console in a real browser: Debian's chromium driven by
 // playwright-core (no browser download). Starts the real server binary on a free port with
 // a fresh data directory, then: sign in → create a database → add an image (upload) →
-// browse (thumbnail) → search by image → delete the entity → delete the database.
+// browse (thumbnail) → "Similar" (search by a stored image) → search by image → delete the
+// entity → delete the database.
 // Screenshots go to target/browser/ (paths printed). Run: node --test console.test.mjs
 //
 // Env: IMGSEARCH_BIN (default target/release/imgsearch), CHROMIUM (default /usr/bin/chromium).
@@ -139,10 +140,17 @@ test("console: sign in, create db, upload, search, delete", async () => {
   await page.evaluate(() => (document.getElementById("toast").hidden = true));
   await page.screenshot({ path: join(shots, "console-images.png"), fullPage: true });
 
+  // "Similar" on a tile searches with the stored image (its DataId, nothing uploaded): it
+  // comes first at 10.
+  await page.locator('#image-grid .tile[data-entity="goldfish"] .similar').click();
+  await page.waitForFunction(() => document.querySelector("#match-grid .tile")?.dataset.entity === "goldfish");
+  assert.equal((await page.locator("#match-grid .tile").first().locator(".score").textContent()).trim(), "10.00");
+  assert.match(await page.textContent("#drop-text"), /Images like goldfish/);
+
   // Search by image: the same picture ranks first with score 10.
   await page.click("#tab-search");
   await page.setInputFiles("#search-file", image);
-  await page.locator("#match-grid .tile").first().waitFor();
+  await page.waitForFunction(() => document.querySelector("#match-grid .tile")?.dataset.entity === "tench");
   const first = page.locator("#match-grid .tile").first();
   assert.equal(await first.getAttribute("data-entity"), "tench");
   assert.equal((await first.locator(".score").textContent()).trim(), "10.00");

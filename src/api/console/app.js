@@ -239,12 +239,19 @@ function card({ dataId, entityId, extraData, score }) {
   const c = el("article", { class: "tile", "data-entity": entityId, "data-id": dataId });
   if (score !== undefined) c.append(el("span", { class: "score" }, score.toFixed(2)));
   c.append(img, meta,
-    el("button", {
-      type: "button",
-      class: "danger ghost small delete-entity",
-      title: `Delete every image of entity ${entityId}`,
-      onclick: () => deleteEntity(entityId),
-    }, "Delete entity"));
+    el("div", { class: "actions" },
+      el("button", {
+        type: "button",
+        class: "ghost small similar",
+        title: `Search this database with image ${dataId} (no upload: its stored descriptors)`,
+        onclick: () => similar(dataId, entityId, img),
+      }, "Similar"),
+      el("button", {
+        type: "button",
+        class: "danger ghost small delete-entity",
+        title: `Delete every image of entity ${entityId}`,
+        onclick: () => deleteEntity(entityId),
+      }, "Delete entity")));
   return c;
 }
 
@@ -328,19 +335,39 @@ async function search(file) {
   try {
     const content = await fileToBase64(file);
     const d = await call("SearchImage", [["DbName", state.db], ["Limit", 24], ["ImageContent", content]]);
-    const matches = d.MatchList || [];
-    $("match-count").textContent = matches.length
-      ? `${matches.length} match${matches.length === 1 ? "" : "es"} (score 0–10, 10 = the same image)`
-      : "No matches: the database is empty.";
-    $("match-grid").replaceChildren(
-      ...matches.map((m) =>
-        card({ dataId: m.DataId, entityId: m.EntityId, extraData: m.ExtraData, score: m.Score })),
-    );
+    showMatches(d.MatchList || []);
   } catch (e) {
     fail(e);
   } finally {
     $("drop-text").textContent = `${file.name} — drop or click for another image`;
   }
+}
+
+// "Similar" on a tile: SearchImage with its DataId (our extension): nothing is uploaded,
+// the stored descriptors are the query.
+async function similar(dataId, entityId, img) {
+  showTab("search");
+  const preview = $("query-preview");
+  if (preview.src.startsWith("blob:")) URL.revokeObjectURL(preview.src);
+  preview.src = img.src || "";
+  preview.hidden = !img.src;
+  $("drop-text").textContent = `Images like ${entityId} (DataId ${dataId}) — drop or click to search with a file`;
+  try {
+    const d = await call("SearchImage", [["DbName", state.db], ["Limit", 24], ["DataId", dataId]]);
+    showMatches(d.MatchList || []);
+  } catch (e) {
+    fail(e);
+  }
+}
+
+function showMatches(matches) {
+  $("match-count").textContent = matches.length
+    ? `${matches.length} match${matches.length === 1 ? "" : "es"} (score 0–10, 10 = the same image)`
+    : "No matches: the database is empty.";
+  $("match-grid").replaceChildren(
+    ...matches.map((m) =>
+      card({ dataId: m.DataId, entityId: m.EntityId, extraData: m.ExtraData, score: m.Score })),
+  );
 }
 
 function wire() {

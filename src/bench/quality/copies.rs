@@ -467,7 +467,7 @@ fn service_latency(
     size: usize,
 ) -> anyhow::Result<serde_json::Value> {
     use crate::fetch::{FetchConfig, ImageFetcher};
-    use crate::service::images::{ImageService, ImageSource, SearchImage};
+    use crate::service::images::{ImageService, ImageSource, SearchImage, SearchQuery};
     use crate::service::list_token::ListTokenKey;
     use crate::service::IndexSettings;
     use crate::store::{DbRef, ImageStore, NewImage, SqliteStore};
@@ -546,7 +546,7 @@ fn service_latency(
             "bench",
             SearchImage {
                 db: "copies".into(),
-                source: ImageSource::Bytes(bytes.to_vec()),
+                query: SearchQuery::Image(ImageSource::Bytes(bytes.to_vec())),
                 limit: 10,
                 min_score: None,
                 distinct_entity: false,

@@ -74,7 +74,7 @@ pub(super) fn service_latency(
     db: &[Item],
 ) -> anyhow::Result<serde_json::Value> {
     use crate::fetch::{FetchConfig, ImageFetcher};
-    use crate::service::images::{ImageService, ImageSource, SearchImage};
+    use crate::service::images::{ImageService, ImageSource, SearchImage, SearchQuery};
     use crate::service::list_token::ListTokenKey;
     use crate::service::IndexSettings;
     use crate::store::{DbRef, ImageStore, NewImage, SqliteStore};
@@ -153,7 +153,7 @@ pub(super) fn service_latency(
                     "bench",
                     SearchImage {
                         db: "quality".into(),
-                        source: ImageSource::Bytes(bytes.clone()),
+                        query: SearchQuery::Image(ImageSource::Bytes(bytes.clone())),
                         limit: 10,
                         min_score: None,
                         distinct_entity: false,

@@ -216,6 +216,13 @@ mod write_safety {
         fn get_thumbnail(&self, db: DbRef<'_>, id: DataId) -> Result<Option<Vec<u8>>, StoreError> {
             self.inner.get_thumbnail(db, id)
         }
+        fn first_image_of_entity(
+            &self,
+            db: DbRef<'_>,
+            entity_id: &str,
+        ) -> Result<Option<DataId>, StoreError> {
+            self.inner.first_image_of_entity(db, entity_id)
+        }
         fn for_each_embedding(
             &self,
             db: DbRef<'_>,
@@ -378,7 +385,7 @@ mod write_safety {
                 "t",
                 SearchImage {
                     db: "db".into(),
-                    source: ImageSource::Bytes(bytes),
+                    query: SearchQuery::Image(ImageSource::Bytes(bytes)),
                     limit: 5,
                     min_score: None,
                     distinct_entity: false,
@@ -502,7 +509,7 @@ mod write_safety {
                 "t",
                 SearchImage {
                     db: "old".into(),
-                    source: ImageSource::Bytes(jpeg.into_inner()),
+                    query: SearchQuery::Image(ImageSource::Bytes(jpeg.into_inner())),
                     limit: 3,
                     min_score: None,
                     distinct_entity: false,

@@ -247,6 +247,23 @@ impl ImageStore for SqliteStore {
         })
     }
 
+    fn first_image_of_entity(
+        &self,
+        db: DbRef<'_>,
+        entity_id: &str,
+    ) -> Result<Option<DataId>, StoreError> {
+        self.with_reader(|conn| {
+            let tx = conn.transaction()?;
+            let row = require_db(&tx, db)?;
+            let id = tx
+                .prepare_cached(
+                    "SELECT MIN(data_id) FROM images WHERE db_id = ?1 AND entity_id = ?2",
+                )?
+                .query_row(params![row.id, entity_id], |r| r.get::<_, Option<i64>>(0))?;
+            id.map(data_id_from_sql).transpose()
+        })
+    }
+
     fn list_ids(&self, db: DbRef<'_>, kind: Descriptor) -> Result<Vec<DataId>, StoreError> {
         self.with_reader(|conn| {
             let tx = conn.transaction()?;
