@@ -1,11 +1,12 @@
 //! Command-line entry: parses arguments (flags, environment, `--config` file) and
 //! dispatches each subcommand to the module that does the work; nothing else happens here.
-//! Subcommands print results on stdout and one line per problem on stderr.
+//! Subcommands print results on stdout and one line per problem on stderr, and exit with
+//! one of the [`exit`] codes.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 use crate::config::ModelConfig;
 use crate::offline::Output;
@@ -69,6 +70,11 @@ pub enum Command {
     Backup(crate::backup::BackupArgs),
     /// Put a backup into a data directory that holds no store yet.
     Restore(crate::backup::RestoreArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) on stdout.
+    Completions { shell: clap_complete::Shell },
+    /// Write man pages: imgsearch.1 and one per subcommand (imgsearch-serve.1, ...) into
+    /// DIR; without DIR, print imgsearch.1 on stdout.
+    Man { dir: Option<PathBuf> },
     /// Inspect the network.
     Model {
         #[command(subcommand)]
@@ -92,12 +98,12 @@ pub enum ModelCommand {
 pub fn main() -> ExitCode {
     if let Err(e) = load_config_file() {
         eprintln!("imgsearch: {e}");
-        return ExitCode::FAILURE;
+        return ExitCode::from(exit::USAGE);
     }
     let cli = Cli::parse();
     if let Err(e) = logging::init(&cli.log_level) {
         eprintln!("imgsearch: {e}");
-        return ExitCode::from(2);
+        return ExitCode::from(exit::USAGE);
     }
     let result = match cli.command {
         Command::Db { conn, command } => commands::run_db(&conn, command),
@@ -116,14 +122,87 @@ pub fn main() -> ExitCode {
         } => offline::export_onnx(&cli.model, &out),
         #[cfg(feature = "bench")]
         Command::Bench { command } => crate::bench::run(&cli.model, command),
+        Command::Completions { shell } => completions(shell),
+        Command::Man { dir } => man_pages(dir),
     };
     match result {
         Ok(code) => code,
         Err(e) => {
             eprintln!("imgsearch: {e:#}");
-            ExitCode::FAILURE
+            ExitCode::from(exit::of_error(&e))
         }
     }
+}
+
+/// The exit codes (README, "Command line"): scripts can tell a refusal from an outage.
+pub mod exit {
+    use crate::remote::client::ClientError;
+    use crate::remote::profile::ProfileError;
+
+    /// Done.
+    pub const OK: u8 = 0;
+    /// A local problem (a file, the data directory, the model); `import`: some items failed.
+    pub const FAILURE: u8 = 1;
+    /// Bad arguments, flags or configuration (clap's own code for usage errors).
+    pub const USAGE: u8 = 2;
+    /// The server refused the request: an API error (the message has its Code).
+    pub const API_ERROR: u8 = 3;
+    /// The server could not be reached, did not answer in time, or answered with something
+    /// that is not an API response.
+    pub const UNREACHABLE: u8 = 4;
+
+    /// The code for a failed command.
+    pub fn of_error(e: &anyhow::Error) -> u8 {
+        if e.chain()
+            .any(|c| c.downcast_ref::<ProfileError>().is_some())
+        {
+            return USAGE;
+        }
+        match e.chain().find_map(|c| c.downcast_ref::<ClientError>()) {
+            Some(ClientError::Api { .. }) => API_ERROR,
+            Some(
+                ClientError::Connect { .. }
+                | ClientError::Http { .. }
+                | ClientError::Timeout { .. }
+                | ClientError::BadResponse { .. },
+            ) => UNREACHABLE,
+            Some(ClientError::Config(_)) => USAGE,
+            None => FAILURE,
+        }
+    }
+}
+
+fn completions(shell: clap_complete::Shell) -> anyhow::Result<ExitCode> {
+    // Into a buffer first: clap_complete panics when its writer fails (`| head`).
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "imgsearch", &mut script);
+    write_stdout(&script)
+}
+
+/// Writes to stdout; a reader that went away (`| head`) is not an error.
+fn write_stdout(bytes: &[u8]) -> anyhow::Result<ExitCode> {
+    use std::io::Write as _;
+    match std::io::stdout().lock().write_all(bytes) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(ExitCode::SUCCESS),
+    }
+}
+
+fn man_pages(dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    let cmd = Cli::command();
+    match dir {
+        None => {
+            let mut page = Vec::new();
+            clap_mangen::Man::new(cmd).render(&mut page)?;
+            return write_stdout(&page);
+        }
+        Some(dir) => {
+            std::fs::create_dir_all(&dir)?;
+            clap_mangen::generate_to(cmd, &dir)?;
+            eprintln!("man pages written to {}", dir.display());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Applies `--config FILE` / `IMGSEARCH_CONFIG` before clap reads flags and environment:

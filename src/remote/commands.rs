@@ -56,9 +56,6 @@ pub struct SearchArgs {
     /// Number of results (1-1000).
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub limit: u32,
-    /// Print the raw JSON answer instead of a table.
-    #[arg(long)]
-    pub json: bool,
     #[command(flatten)]
     pub conn: ConnectionArgs,
 }
@@ -74,22 +71,30 @@ fn block_on<F: std::future::Future>(f: F) -> anyhow::Result<F::Output> {
 
 pub fn run_db(conn: &ConnectionArgs, command: DbCommand) -> anyhow::Result<ExitCode> {
     let client = conn.client()?;
+    let json = conn.json;
     block_on(async move {
-        match command {
+        let (body, text) = match command {
             DbCommand::Create { name } => {
-                client.call("CreateImageDb", &[("Name", &name)]).await?;
-                println!("created database {name}");
+                let body = client.call("CreateImageDb", &[("Name", &name)]).await?;
+                (body, format!("created database {name}\n"))
             }
             DbCommand::List => {
                 let body = client.call("ListImageDbs", &[]).await?;
-                for db in list(&body, "DbList") {
-                    println!("{}", str_field(db, "Name"));
-                }
+                let names: String = list(&body, "DbList")
+                    .iter()
+                    .map(|db| format!("{}\n", str_field(db, "Name")))
+                    .collect();
+                (body, names)
             }
             DbCommand::Delete { name } => {
-                client.call("DeleteImageDb", &[("Name", &name)]).await?;
-                println!("deleted database {name}");
+                let body = client.call("DeleteImageDb", &[("Name", &name)]).await?;
+                (body, format!("deleted database {name}\n"))
             }
+        };
+        if json {
+            println!("{body}");
+        } else {
+            print!("{text}");
         }
         Ok(ExitCode::SUCCESS)
     })?
@@ -116,6 +121,10 @@ pub fn run_add(args: AddArgs) -> anyhow::Result<ExitCode> {
                 ],
             )
             .await?;
+        if args.conn.json {
+            println!("{body}");
+            return Ok(ExitCode::SUCCESS);
+        }
         let id = body
             .pointer("/Data/DataId")
             .and_then(Value::as_str)
@@ -145,7 +154,7 @@ pub fn run_search(args: SearchArgs) -> anyhow::Result<ExitCode> {
                 &[("DbName", &args.db), ("Limit", &limit), (name, value)],
             )
             .await?;
-        if args.json {
+        if args.conn.json {
             println!("{body}");
         } else {
             print!("{}", match_table(list(&body, "MatchList")));

@@ -400,20 +400,36 @@ async fn import(client: Client, items: Vec<Item>, args: &ImportArgs) -> anyhow::
     bar.finish_and_clear();
 
     let secs = started.elapsed().as_secs_f64();
+    failures.sort();
+    let code = if failures.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    };
+    if args.conn.json {
+        let failed: Vec<Value> = failures
+            .iter()
+            .map(|(item, reason)| serde_json::json!({ "item": item, "reason": reason }))
+            .collect();
+        let summary = serde_json::json!({
+            "imported": added, "skipped": skipped, "failed": failed, "total": total, "secs": secs,
+        });
+        println!("{summary}");
+        return Ok(code);
+    }
     println!(
         "imported {added}, skipped {skipped} (already in), failed {} of {total} in {secs:.1} s",
         failures.len()
     );
     if failures.is_empty() {
-        return Ok(ExitCode::SUCCESS);
+        return Ok(code);
     }
-    failures.sort();
     println!("failures:");
     for (label, reason) in &failures {
         println!("  {label}: {reason}");
     }
     println!("(fix or remove these and run the same command again: what is in is skipped)");
-    Ok(ExitCode::FAILURE)
+    Ok(code)
 }
 
 /// Uploads one item; the error is the reason shown in the summary.

@@ -45,6 +45,9 @@ pub struct ConnectionArgs {
     /// [default: profile, else v3]
     #[arg(long, value_parser = ["v1", "v3"], global = true)]
     pub signature: Option<String>,
+    /// Print the server's JSON answer (import: a JSON summary) on stdout instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
 }
 
 #[derive(Debug, thiserror::Error)]

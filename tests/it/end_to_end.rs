@@ -128,14 +128,40 @@ fn client_commands_console_extensions_and_operations() {
         ok(&cli(&server, home.path(), &["db", "list"])).trim(),
         "products"
     );
-    // A server error: one line naming code and reason, non-zero exit.
+    // A server error: one line naming code and reason, exit code 3 (an API error).
     let out = cli(&server, home.path(), &["db", "delete", "nothing_here"]);
-    assert!(!out.status.success());
+    assert_eq!(out.status.code(), Some(3));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("InvalidParameter") && err.contains("nothing_here"),
         "{err}"
     );
+    // --json: the server's answer as it came.
+    let listed: serde_json::Value =
+        serde_json::from_str(&ok(&cli(&server, home.path(), &["db", "list", "--json"]))).unwrap();
+    assert_eq!(listed["Data"]["DbList"][0]["Name"], "products", "{listed}");
+    assert!(listed["RequestId"].is_string());
+    // Exit codes: 4 when the server cannot be reached, 2 for missing credentials.
+    let out = cli(
+        &server,
+        home.path(),
+        &["db", "list", "--endpoint", "http://127.0.0.1:1"],
+    );
+    assert_eq!(out.status.code(), Some(4), "{out:?}");
+    let out = bin()
+        .args([
+            "db",
+            "list",
+            "--endpoint",
+            &format!("http://{}", server.addr),
+        ])
+        .env("XDG_CONFIG_HOME", home.path())
+        .env_remove("IMGSEARCH_ACCESS_KEY_ID")
+        .env_remove("IMGSEARCH_ACCESS_KEY_SECRET")
+        .env_remove("IMGSEARCH_PROFILE")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
     // V1 signing, and the other tenant sees none of it.
     let out = cli(&server, home.path(), &["db", "list", "--signature", "v1"]);
     assert_eq!(ok(&out).trim(), "products");

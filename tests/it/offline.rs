@@ -102,3 +102,46 @@ fn missing_weights_say_how_to_get_them() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("scripts/setup.sh"), "{stderr}");
 }
+
+/// Shell completions and man pages come from the same argument definitions as `--help`.
+#[test]
+fn completions_and_man_pages_cover_every_command() {
+    for (shell, marker) in [
+        ("bash", "_imgsearch()"),
+        ("zsh", "#compdef imgsearch"),
+        ("fish", "complete -c imgsearch"),
+    ] {
+        let out = bin().args(["completions", shell]).output().unwrap();
+        assert!(out.status.success(), "{shell}: {out:?}");
+        let script = String::from_utf8(out.stdout).unwrap();
+        assert!(script.contains(marker), "{shell}");
+        for command in ["serve", "import", "backup", "search", "completions"] {
+            assert!(
+                script.contains(command),
+                "{shell} completion lacks {command}"
+            );
+        }
+    }
+    let out = bin().arg("man").output().unwrap();
+    let page = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        page.contains(".TH imgsearch 1") && page.contains("serve"),
+        "{page}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    assert!(bin().arg("man").arg(dir.path()).status().unwrap().success());
+    for page in [
+        "imgsearch.1",
+        "imgsearch-serve.1",
+        "imgsearch-db-create.1",
+        "imgsearch-import.1",
+    ] {
+        let text = std::fs::read_to_string(dir.path().join(page)).unwrap();
+        assert!(text.starts_with(".ie") && text.contains(".TH"), "{page}");
+    }
+    // An unknown flag is a usage error: exit code 2.
+    assert_eq!(
+        bin().arg("--no-such-flag").output().unwrap().status.code(),
+        Some(2)
+    );
+}
