@@ -37,7 +37,7 @@ pub const KNOWN_ACTIONS: [&str; 7] = [
 ];
 
 /// Actions of ours beyond the public API (`api::actions`); signed and checked like the others.
-pub const EXTENSION_ACTIONS: [&str; 1] = ["GetThumbnail"];
+pub const EXTENSION_ACTIONS: [&str; 2] = ["GetThumbnail", "UpdateImage"];
 
 /// Whether `name` is an action of this API (or one of our [`EXTENSION_ACTIONS`]).
 pub fn is_known_action(name: &str) -> bool {

@@ -6,6 +6,8 @@
 //! accept `ImageContent` (base64 image bytes) instead of `ImageUrl`, and the extra action
 //! `GetThumbnail` (DbName, DataId) returns a stored image's JPEG thumbnail as base64;
 //! SearchImage also searches with a stored image (`DataId`, or `EntityId`: its first image);
+//! `UpdateImage` (DbName, DataId or EntityId, ExtraData) changes ExtraData without
+//! re-embedding;
 //! CreateImageDb takes `Descriptors` (what the database indexes) and ListImageDbs shows
 //! it, with `CopyModel` (whether this server computes copy descriptors).
 
@@ -155,6 +157,29 @@ pub async fn dispatch(
                 "ImageContent": base64::engine::general_purpose::STANDARD.encode(jpeg),
             })))
         }
+        "UpdateImage" => {
+            let db = db_name(params, "DbName")?;
+            let which =
+                match stored_image(params)? {
+                    Some(which) => which,
+                    None => return Err(required(
+                        "DataId",
+                        "the image to change: its DataId, or EntityId for every image of an entity",
+                    )),
+                };
+            if params.get("ExtraData").is_none() {
+                return Err(required(
+                    "ExtraData",
+                    "the new ExtraData (send it empty to clear it); images are not re-embedded",
+                ));
+            }
+            let extra = extra_data(params)?;
+            let updated = service
+                .update_extra_data(tenant, &db, which, extra)
+                .await
+                .map_err(map_err)?;
+            Ok(Some(json!({ "Updated": updated })))
+        }
         other => Err(ApiError::InvalidActionNotFound(other.to_string())),
     }
 }
@@ -271,13 +296,25 @@ fn search_query(params: &Params) -> Result<SearchQuery, ApiError> {
             given.join(" and ")
         )));
     }
-    if given_id.is_some() {
-        return Ok(SearchQuery::Stored(StoredImage::DataId(data_id(params)?)));
+    match stored_image(params)? {
+        Some(stored) => Ok(SearchQuery::Stored(stored)),
+        None => image_source(params).map(SearchQuery::Image),
     }
-    if entity.is_some() {
-        return Ok(SearchQuery::Stored(StoredImage::Entity(entity_id(params)?)));
+}
+
+/// A stored image named by `DataId` or `EntityId` (not both); `None` when neither is given.
+fn stored_image(params: &Params) -> Result<Option<StoredImage>, ApiError> {
+    match (
+        params.get_non_empty("DataId"),
+        params.get_non_empty("EntityId"),
+    ) {
+        (Some(_), Some(_)) => Err(ApiError::InvalidParameter(
+            "DataId and EntityId were both given; name the image by exactly one of them".into(),
+        )),
+        (Some(_), None) => Ok(Some(StoredImage::DataId(data_id(params)?))),
+        (None, Some(_)) => Ok(Some(StoredImage::Entity(entity_id(params)?))),
+        (None, None) => Ok(None),
     }
-    image_source(params).map(SearchQuery::Image)
 }
 
 /// Decodes `ImageContent`: standard base64 (RFC 4648 §4, `+/`), padding optional, ASCII

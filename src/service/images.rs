@@ -29,8 +29,8 @@ use super::registry::DbIndexes;
 use crate::fetch::ImageFetcher;
 use crate::rules::{ADD_IMAGE_MAX_BYTES, OFFSET_PAGING_LIMIT, SEARCH_IMAGE_MAX_BYTES};
 use crate::store::{
-    DataId, DbDescriptors, DbInfo, DbRef, Descriptor, ImageRecord, ImageStore, ListQuery, NewImage,
-    Order, StoreError,
+    DataId, DbDescriptors, DbInfo, DbRef, Descriptor, ImageRecord, ImageSelector, ImageStore,
+    ListQuery, NewImage, Order, StoreError,
 };
 use crate::vision::embedder::{EmbedInput, EmbeddingBatcher, Inference};
 
@@ -77,6 +77,22 @@ pub enum StoredImage {
     DataId(DataId),
     /// The entity's first (oldest) image.
     Entity(String),
+}
+
+impl StoredImage {
+    /// The message when the database has no such image.
+    fn not_found(&self, db: &str) -> String {
+        match self {
+            StoredImage::DataId(id) => format!(
+                "image database \"{db}\" has no image with DataId {id}; use a DataId that \
+                 AddImage or ListImages returned for this database"
+            ),
+            StoredImage::Entity(e) => format!(
+                "image database \"{db}\" has no image with EntityId \"{e}\" (an exact match, \
+                 not a prefix)"
+            ),
+        }
+    }
 }
 
 pub struct SearchImage {
@@ -476,18 +492,32 @@ impl ImageService {
                 Ok(Some(QueryVectors { semantic, copy }))
             })
             .await?;
-        found.ok_or_else(|| {
-            ServiceError::ImageNotFound(match stored {
-                StoredImage::DataId(id) => format!(
-                    "image database \"{db}\" has no image with DataId {id}; use a DataId that \
-                     AddImage or ListImages returned for this database"
-                ),
-                StoredImage::Entity(e) => format!(
-                    "image database \"{db}\" has no image with EntityId \"{e}\" (an exact \
-                     match, not a prefix)"
-                ),
+        found.ok_or_else(|| ServiceError::ImageNotFound(stored.not_found(db)))
+    }
+
+    /// UpdateImage (ours): new ExtraData for one image or every image of an entity, without
+    /// re-embedding. Returns how many images changed; none is `ImageNotFound`.
+    pub async fn update_extra_data(
+        &self,
+        tenant: &str,
+        db: &str,
+        which: StoredImage,
+        extra_data: String,
+    ) -> Result<u64, ServiceError> {
+        let (t, d, w) = (tenant.to_string(), db.to_string(), which.clone());
+        let changed = self
+            .blocking_store(move |s| {
+                let selector = match &w {
+                    StoredImage::DataId(id) => ImageSelector::DataId(*id),
+                    StoredImage::Entity(e) => ImageSelector::Entity(e),
+                };
+                s.update_extra_data(DbRef::new(&t, &d), selector, &extra_data)
             })
-        })
+            .await?;
+        if changed == 0 {
+            return Err(ServiceError::ImageNotFound(which.not_found(db)));
+        }
+        Ok(changed)
     }
 
     pub async fn thumbnail(

@@ -91,6 +91,13 @@ impl FromStr for DataId {
     }
 }
 
+/// Which images a write names: one image, or every image of an entity.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ImageSelector<'a> {
+    DataId(DataId),
+    Entity(&'a str),
+}
+
 /// Listing order: by creation time, which is `DataId` order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Order {
@@ -328,6 +335,15 @@ pub trait ImageStore: Send + Sync {
 
     /// The thumbnail of one image; `None` when the image is not in the database or has none.
     fn get_thumbnail(&self, db: DbRef<'_>, id: DataId) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// Sets the ExtraData (and UpdatedAt) of the images `which` names, in one transaction;
+    /// vectors and index are untouched. Returns how many images changed (0: none matched).
+    fn update_extra_data(
+        &self,
+        db: DbRef<'_>,
+        which: ImageSelector<'_>,
+        extra_data: &str,
+    ) -> Result<u64, StoreError>;
 
     /// The first (oldest) image of the entity, `None` when the database has no image of that
     /// exact EntityId.

@@ -216,6 +216,14 @@ mod write_safety {
         fn get_thumbnail(&self, db: DbRef<'_>, id: DataId) -> Result<Option<Vec<u8>>, StoreError> {
             self.inner.get_thumbnail(db, id)
         }
+        fn update_extra_data(
+            &self,
+            db: DbRef<'_>,
+            which: ImageSelector<'_>,
+            extra_data: &str,
+        ) -> Result<u64, StoreError> {
+            self.inner.update_extra_data(db, which, extra_data)
+        }
         fn first_image_of_entity(
             &self,
             db: DbRef<'_>,

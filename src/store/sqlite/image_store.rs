@@ -12,7 +12,7 @@ use super::{now_millis, SqliteStore, Writer};
 use crate::rules::is_valid_db_name;
 use crate::store::{
     DataId, DbDescriptors, DbInfo, DbRef, Descriptor, EmbeddingSet, ImagePage, ImageRecord,
-    ImageStore, ListQuery, NewImage, Order, StoreError,
+    ImageSelector, ImageStore, ListQuery, NewImage, Order, StoreError,
 };
 use rusqlite::types::Value;
 use rusqlite::{params, params_from_iter, OptionalExtension, TransactionBehavior};
@@ -245,6 +245,36 @@ impl ImageStore for SqliteStore {
                 .optional()?;
             Ok(jpeg)
         })
+    }
+
+    fn update_extra_data(
+        &self,
+        db: DbRef<'_>,
+        which: ImageSelector<'_>,
+        extra_data: &str,
+    ) -> Result<u64, StoreError> {
+        let mut guard = self.writer();
+        let tx = guard
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let row = require_db(&tx, db)?;
+        let now = now_millis();
+        let changed = match which {
+            ImageSelector::DataId(id) => tx
+                .prepare_cached(
+                    "UPDATE images SET extra_data = ?1, updated_at = ?2
+                     WHERE data_id = ?3 AND db_id = ?4",
+                )?
+                .execute(params![extra_data, now, sql_id(id), row.id])?,
+            ImageSelector::Entity(entity) => tx
+                .prepare_cached(
+                    "UPDATE images SET extra_data = ?1, updated_at = ?2
+                     WHERE db_id = ?3 AND entity_id = ?4",
+                )?
+                .execute(params![extra_data, now, row.id, entity])?,
+        };
+        tx.commit()?;
+        Ok(changed as u64)
     }
 
     fn first_image_of_entity(
