@@ -65,6 +65,8 @@ pub enum Command {
     Search(commands::SearchArgs),
     /// Add a directory of images, or the rows of a CSV manifest, in parallel; resumable.
     Import(import::ImportArgs),
+    /// List the groups of copies (the same picture, edited or not) in a database.
+    Dedup(crate::remote::dedup::DedupArgs),
     /// Copy a data directory (a consistent snapshot, also while its server runs and
     /// writes) to DEST, a new directory.
     Backup(crate::backup::BackupArgs),
@@ -110,6 +112,7 @@ pub fn main() -> ExitCode {
         Command::Add(args) => commands::run_add(args),
         Command::Search(args) => commands::run_search(args),
         Command::Import(args) => import::run(args),
+        Command::Dedup(args) => crate::remote::dedup::run(args),
         Command::Serve(config) => serve::run(&cli.model, config),
         Command::Backup(args) => crate::backup::run_backup(args),
         Command::Restore(args) => crate::backup::run_restore(args),

@@ -286,28 +286,40 @@ async fn existing(
     db: &str,
 ) -> Result<HashMap<(String, String), usize>, ClientError> {
     let mut counts = HashMap::new();
+    for img in list_all(client, db).await? {
+        let s = |k: &str| img.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+        *counts.entry((s("EntityId"), s("ExtraData"))).or_insert(0) += 1;
+    }
+    Ok(counts)
+}
+
+/// Every record of the database, oldest first (ListImages pages of 1,000 with `Token`,
+/// which stays correct past 2,000 and under concurrent writes).
+pub async fn list_all(client: &Client, db: &str) -> Result<Vec<Value>, ClientError> {
+    let mut all = Vec::new();
     let mut token = String::new();
     loop {
         let mut params = vec![("DbName", db), ("Limit", "1000"), ("Order", "asc")];
         if !token.is_empty() {
             params.push(("Token", &token));
         }
-        let body = client.call_with_retry("ListImages", &params, 8).await?;
-        let data = body.get("Data");
-        let images = data
-            .and_then(|d| d.get("ImageList"))
-            .and_then(Value::as_array)
-            .map_or(&[][..], Vec::as_slice);
-        for img in images {
-            let s = |k: &str| img.get(k).and_then(Value::as_str).unwrap_or("").to_string();
-            *counts.entry((s("EntityId"), s("ExtraData"))).or_insert(0) += 1;
-        }
-        match data.and_then(|d| d.get("Token")).and_then(Value::as_str) {
-            Some(t) if !t.is_empty() && !images.is_empty() => token = t.to_string(),
+        let mut body = client.call_with_retry("ListImages", &params, 8).await?;
+        let next = body
+            .pointer("/Data/Token")
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        let images = match body.pointer_mut("/Data/ImageList") {
+            Some(Value::Array(list)) => std::mem::take(list),
+            _ => Vec::new(),
+        };
+        let done = images.is_empty();
+        all.extend(images);
+        match next {
+            Some(t) if !t.is_empty() && !done => token = t,
             _ => break,
         }
     }
-    Ok(counts)
+    Ok(all)
 }
 
 /// Splits items into those to upload and the number already in (see the module doc).

@@ -447,3 +447,106 @@ fn client_commands_console_extensions_and_operations() {
     );
     eprintln!("end-to-end client test took {:?}", started.elapsed());
 }
+
+/// `imgsearch dedup`: an edited copy (cropped, resized, recompressed) and a re-upload of the
+/// same file are grouped with their originals; a picture with no copy is in no group.
+#[test]
+fn dedup_groups_copies_and_leaves_single_pictures_out() {
+    let server = start_server(&[], Some(KEYS));
+    let home = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    ok(&cli(&server, home.path(), &["db", "create", "dups"]));
+    // The tench cropped to its central 80% and made smaller: an edited copy.
+    let bytes = std::fs::read(sample("n01440764_tench.JPEG")).unwrap();
+    let img = imgsearch::vision::decode::decode(
+        &bytes,
+        &imgsearch::vision::decode::DecodeLimits::default(),
+    )
+    .unwrap();
+    let (x0, y0, w, h) = (
+        img.width / 10,
+        img.height / 10,
+        img.width * 8 / 10,
+        img.height * 8 / 10,
+    );
+    let mut crop = Vec::with_capacity((w * h * 3) as usize);
+    for y in y0..y0 + h {
+        let row = ((y * img.width + x0) * 3) as usize;
+        crop.extend_from_slice(&img.pixels[row..row + (w * 3) as usize]);
+    }
+    let crop = imgsearch::vision::decode::RgbImage::from_raw(w, h, crop).unwrap();
+    let small = imgsearch::vision::preprocess::resize(&crop, 300, 225).unwrap();
+    let mut edited = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut edited, 60)
+        .encode(&small.pixels, 300, 225, image::ExtendedColorType::Rgb8)
+        .unwrap();
+    let edited_path = work.path().join("tench_edited.jpg");
+    std::fs::write(&edited_path, edited).unwrap();
+    let goldfish = sample("n01443537_goldfish.JPEG");
+    let adds: [(&Path, &str, &str); 5] = [
+        (&sample("n01440764_tench.JPEG"), "tench", "original"),
+        (&goldfish, "goldfish", "first upload"),
+        (
+            &sample("n15075141_toilet_tissue.JPEG"),
+            "tissue",
+            "no copy, here",
+        ),
+        (&edited_path, "tench_copy", "cropped, smaller"),
+        (&goldfish, "goldfish_again", "same file"),
+    ];
+    for (path, entity, extra) in adds {
+        let path = path.to_str().unwrap();
+        ok(&cli(
+            &server,
+            home.path(),
+            &[
+                "add",
+                path,
+                "--db",
+                "dups",
+                "--entity-id",
+                entity,
+                "--extra-data",
+                extra,
+            ],
+        ));
+    }
+    let out = ok(&cli(
+        &server,
+        home.path(),
+        &["dedup", "--db", "dups", "--format", "csv"],
+    ));
+    let rows: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        rows[0], "group,data_id,entity_id,extra_data,score_to_first",
+        "{out}"
+    );
+    let entities: Vec<(String, String)> = rows[1..]
+        .iter()
+        .map(|r| {
+            let f: Vec<&str> = r.split(',').collect();
+            (f[0].to_string(), f[2].to_string())
+        })
+        .collect();
+    let want = [
+        ("1", "tench"),
+        ("1", "tench_copy"),
+        ("2", "goldfish"),
+        ("2", "goldfish_again"),
+    ];
+    assert_eq!(
+        entities,
+        want.map(|(g, e)| (g.to_string(), e.to_string())),
+        "{out}"
+    );
+    // JSON lines: the re-upload of the same file scores 10 to its first.
+    let out = ok(&cli(&server, home.path(), &["dedup", "--db", "dups"]));
+    let groups: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(groups.len(), 2, "{out}");
+    assert_eq!(groups[1]["images"][1]["ScoreToFirst"], 10.0, "{out}");
+    let copy_score = groups[0]["images"][1]["ScoreToFirst"].as_f64().unwrap();
+    assert!((8.0..10.0).contains(&copy_score), "{out}");
+}
