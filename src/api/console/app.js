@@ -3,13 +3,21 @@
 import { formEncode, signV3 } from "/console/sign.js";
 
 const $ = (id) => document.getElementById(id);
-const PAGE = 24;
+// Images per page; `?page_size=N` (1-100) overrides it (the browser test pages with 1).
+const PAGE = Math.min(100, Math.max(1, Number(new URLSearchParams(location.search).get("page_size")) || 24));
 const ADD_MAX = 2 * 1024 * 1024;
 const SEARCH_MAX = 3 * 1024 * 1024;
 const KEY_ID = "imgsearch.accessKeyId";
 const KEY_SECRET = "imgsearch.accessKeySecret";
 
-const state = { db: null, offset: 0, total: 0, filter: "", thumbs: new Map() };
+// Paging is by continuation Token (keyset: no 2,000-record limit, nothing skipped or repeated
+// when images are added or deleted meanwhile): tokens[i] opens page i ("" = the first).
+const state = { db: null, page: 0, tokens: [""], total: 0, filter: "", thumbs: new Map() };
+
+function firstPage() {
+  state.page = 0;
+  state.tokens = [""];
+}
 
 class ApiError extends Error {
   constructor(code, message, status) {
@@ -148,7 +156,7 @@ function renderDbPanel() {
 
 async function selectDb(name) {
   state.db = name;
-  state.offset = 0;
+  firstPage();
   state.filter = "";
   $("filter").value = "";
   $("match-grid").replaceChildren();
@@ -257,8 +265,10 @@ function card({ dataId, entityId, extraData, score }) {
 
 async function loadImages() {
   const db = state.db;
-  const params = [["DbName", db], ["Offset", state.offset], ["Limit", PAGE], ["Order", "desc"]];
+  const params = [["DbName", db], ["Limit", PAGE], ["Order", "desc"]];
   if (state.filter) params.push(["EntityIdPrefix", state.filter]);
+  const token = state.tokens[state.page];
+  if (token) params.push(["Token", token]);
   const data = await call("ListImages", params);
   if (db !== state.db) return;
   const list = data.ImageList || [];
@@ -266,19 +276,22 @@ async function loadImages() {
   $("image-grid").replaceChildren(
     ...list.map((r) => card({ dataId: r.DataId, entityId: r.EntityId, extraData: r.ExtraData })),
   );
-  const from = list.length ? state.offset + 1 : 0;
-  const to = state.offset + list.length;
+  state.tokens.length = state.page + 1;
+  if (data.Token) state.tokens.push(data.Token);
+  const from = list.length ? state.page * PAGE + 1 : 0;
+  const to = state.page * PAGE + list.length;
   $("image-count").textContent = state.total
     ? `${state.total} image${state.total === 1 ? "" : "s"}${state.filter ? ` with EntityId starting “${state.filter}”` : ""}`
     : state.filter ? "No images match this filter." : "No images yet: add one above, or use `imgsearch import`.";
   $("page-info").textContent = state.total ? `${from}–${to} of ${state.total}` : "";
-  $("prev-page").disabled = state.offset === 0;
-  // Offset paging reaches the first 2,000 records (the API's rule).
-  $("next-page").disabled = to >= state.total || to + PAGE > 2000;
+  $("prev-page").disabled = state.page === 0;
+  $("next-page").disabled = state.tokens.length <= state.page + 1;
 }
 
 async function page(delta) {
-  state.offset = Math.max(0, state.offset + delta * PAGE);
+  const next = state.page + delta;
+  if (next < 0 || next >= state.tokens.length) return;
+  state.page = next;
   await loadImages().catch(fail);
 }
 
@@ -312,7 +325,7 @@ async function addImage(ev) {
     ]);
     toast(`Added ${file.name} as ${entity} (DataId ${d.DataId})`);
     $("add-form").reset();
-    state.offset = 0;
+    firstPage();
     await loadImages();
   } catch (e) {
     fail(e);
@@ -380,7 +393,7 @@ function wire() {
   $("filter-form").addEventListener("submit", (ev) => {
     ev.preventDefault();
     state.filter = $("filter").value.trim();
-    state.offset = 0;
+    firstPage();
     loadImages().catch(fail);
   });
   $("prev-page").addEventListener("click", () => page(-1));
