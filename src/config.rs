@@ -159,6 +159,14 @@ pub struct ServeConfig {
     /// Do not serve /metrics at all.
     #[arg(long, env = "IMGSEARCH_NO_METRICS")]
     pub no_metrics: bool,
+    /// SearchImage matches uploaded as bytes get a signed link to their thumbnail that
+    /// works this long (0: no links, ImageUrl stays empty).
+    #[arg(long, env = "IMGSEARCH_IMAGE_LINK_SECS", default_value_t = 1800)]
+    pub image_link_secs: u64,
+    /// The server's address as clients see it, for image links (e.g. https://img.example.com
+    /// behind a TLS proxy); default: http:// and the request's Host.
+    #[arg(long, env = "IMGSEARCH_PUBLIC_URL")]
+    pub public_url: Option<String>,
     /// Connections open at once; more wait until one closes (keep it well under the
     /// process's file-descriptor limit, `ulimit -n`).
     #[arg(long, env = "IMGSEARCH_MAX_CONNECTIONS", default_value_t = 512)]

@@ -11,6 +11,7 @@ use anyhow::Context;
 
 use crate::api::admission::{Admission, AdmissionLimits};
 use crate::api::connections::{serve, ConnectionLimits};
+use crate::api::image_links::ImageLinks;
 use crate::api::keys::{load_keys_from_env, KeySource};
 use crate::api::server::{metrics_router, router, AppState};
 use crate::api::NonceCache;
@@ -63,7 +64,11 @@ async fn run_async(model: &ModelConfig, config: ServeConfig) -> anyhow::Result<E
                 .then_some(config.max_images_per_tenant),
         },
     )?);
-    let tokens = ListTokenKey::load_or_create(&config.data)?;
+    let secret = ListTokenKey::load_or_create_secret(&config.data)?;
+    let tokens = ListTokenKey::from_secret(&secret)?;
+    let links = (config.image_link_secs > 0)
+        .then(|| ImageLinks::new(&secret, config.image_link_secs, config.public_url.clone()))
+        .flatten();
     let embedder = Arc::new(EmbeddingBatcher::start_many(
         model.load_models()?,
         model.batcher(config.queue),
@@ -113,6 +118,7 @@ async fn run_async(model: &ModelConfig, config: ServeConfig) -> anyhow::Result<E
             max_in_flight: config.max_image_requests,
             max_in_flight_per_key: config.max_image_requests_per_key,
         }),
+        links,
         ..AppState::new(service.clone(), keys.store, metrics_on_main)
     });
     let limits = ConnectionLimits {

@@ -20,6 +20,7 @@ pub mod auth;
 pub mod connections;
 pub mod console;
 pub mod error;
+pub mod image_links;
 pub mod keys;
 pub mod metrics;
 pub mod nonce;

@@ -27,6 +27,7 @@ use super::admission::{Admission, AdmissionLimits};
 use super::auth::{authenticate, RequestParts};
 use super::console;
 use super::error::ApiError;
+use super::image_links::{ImageLinks, LinkError, LINK_PATH};
 use super::keys::KeyStore;
 use super::metrics::{action_label, Gauges, Metrics, CONTENT_TYPE as METRICS_CONTENT_TYPE};
 use super::nonce::NonceCache;
@@ -49,6 +50,8 @@ pub struct AppState {
     pub body_timeout: Duration,
     /// Image work in progress, in total and per key.
     pub admission: Admission,
+    /// Signed links to the thumbnails of matches uploaded as bytes; `None`: no links.
+    pub links: Option<ImageLinks>,
 }
 
 impl AppState {
@@ -61,6 +64,7 @@ impl AppState {
             metrics_on_main,
             body_timeout: Duration::from_secs(30),
             admission: Admission::new(AdmissionLimits::default()),
+            links: None,
         }
     }
 }
@@ -74,6 +78,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     let mut r = Router::new()
         .route("/", any(rpc))
         .route("/healthz", get(healthz))
+        .route(&format!("{LINK_PATH}{{token}}"), get(image_link))
         .route("/readyz", get(readyz))
         .route("/console", get(console::index))
         .route("/console/", get(console::index))
@@ -93,6 +98,58 @@ pub fn metrics_router(state: Arc<AppState>) -> Router {
 }
 
 /// Liveness: the process is up and answering.
+/// Whether a Host header value is safe to put into a URL as it is (name or address and port).
+fn is_plain_host(host: &str) -> bool {
+    !host.is_empty()
+        && host.len() <= 255
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b))
+}
+
+/// `GET /images/{token}.jpg`: the thumbnail an image link names (`api::image_links`).
+async fn image_link(
+    State(state): State<Arc<AppState>>,
+    axum::extract::Path(token): axum::extract::Path<String>,
+) -> Response {
+    let text = |status: StatusCode, msg: String| {
+        let mut r = (status, msg).into_response();
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        r
+    };
+    let Some(links) = &state.links else {
+        return text(
+            StatusCode::NOT_FOUND,
+            "image links are off on this server\n".into(),
+        );
+    };
+    let token = token.strip_suffix(".jpg").unwrap_or(&token);
+    let now = crate::signing::unix_seconds(SystemTime::now());
+    let id = match links.verify(token, now) {
+        Ok(id) => id,
+        Err(e @ (LinkError::Invalid | LinkError::Expired)) => {
+            return text(StatusCode::FORBIDDEN, format!("{e}\n"))
+        }
+    };
+    match state.service.thumbnail_by_id(id).await {
+        Ok(Some(jpeg)) => {
+            let mut r = (StatusCode::OK, jpeg).into_response();
+            let h = r.headers_mut();
+            h.insert(header::CONTENT_TYPE, HeaderValue::from_static("image/jpeg"));
+            h.insert(
+                header::CACHE_CONTROL,
+                HeaderValue::from_static("private, max-age=300"),
+            );
+            r
+        }
+        Ok(None) => text(StatusCode::NOT_FOUND, "this image was deleted\n".into()),
+        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
+    }
+}
+
 async fn healthz() -> Response {
     json_response(StatusCode::OK, &json!({ "Status": "ok" }))
 }
@@ -331,7 +388,13 @@ async fn handle(
         None
     };
     match dispatch(&state.service, auth.tenant_id(), &auth.action, &auth.params).await {
-        Ok(data) => {
+        Ok(mut data) => {
+            if let (Some(links), Some(data), "SearchImage") =
+                (&state.links, data.as_mut(), auth.action.as_str())
+            {
+                let host = is_plain_host(&host_id).then_some(host_id.as_str());
+                links.fill_matches(data, host, crate::signing::unix_seconds(SystemTime::now()));
+            }
             let mut body = json!({ "RequestId": request_id });
             if let Some(data) = data {
                 body["Data"] = data;

@@ -520,6 +520,11 @@ impl ImageService {
         Ok(changed)
     }
 
+    /// The thumbnail of any image by id (for a link the API layer signed and verified).
+    pub async fn thumbnail_by_id(&self, id: DataId) -> Result<Option<Vec<u8>>, ServiceError> {
+        self.blocking_store(move |s| s.thumbnail_by_id(id)).await
+    }
+
     pub async fn thumbnail(
         &self,
         tenant: &str,

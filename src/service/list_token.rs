@@ -117,6 +117,12 @@ impl ListTokenKey {
     /// Reads `<data_dir>/list-token.key`, creating it with a random secret and mode 0600 on
     /// first use, so tokens stay valid across restarts.
     pub fn load_or_create(data_dir: &Path) -> Result<Self, TokenKeyError> {
+        Self::from_secret(&Self::load_or_create_secret(data_dir)?)
+    }
+
+    /// The installation's secret itself (the key file, created on first use), for other MACs
+    /// of the server's own (e.g. image links), each under a domain string of its own.
+    pub fn load_or_create_secret(data_dir: &Path) -> Result<Vec<u8>, TokenKeyError> {
         let path = data_dir.join(KEY_FILE_NAME);
         match fs::read(&path) {
             Ok(secret) => Self::from_file_contents(&path, &secret),
@@ -125,7 +131,7 @@ impl ListTokenKey {
         }
     }
 
-    fn from_file_contents(path: &Path, secret: &[u8]) -> Result<Self, TokenKeyError> {
+    fn from_file_contents(path: &Path, secret: &[u8]) -> Result<Vec<u8>, TokenKeyError> {
         if secret.len() != KEY_LEN {
             return Err(TokenKeyError::BadKeyFile {
                 path: path.to_owned(),
@@ -141,10 +147,10 @@ impl ListTokenKey {
         if mode & 0o077 != 0 {
             fs::set_permissions(path, fs::Permissions::from_mode(0o600)).map_err(io_err)?;
         }
-        Self::from_secret(secret)
+        Ok(secret.to_vec())
     }
 
-    fn create(data_dir: &Path, path: &Path) -> Result<Self, TokenKeyError> {
+    fn create(data_dir: &Path, path: &Path) -> Result<Vec<u8>, TokenKeyError> {
         let io_err = |p: &Path| {
             let p = p.to_owned();
             move |source| TokenKeyError::Io { path: p, source }
@@ -176,7 +182,7 @@ impl ListTokenKey {
                 fs::File::open(data_dir)
                     .and_then(|d| d.sync_all())
                     .map_err(io_err(data_dir))?;
-                Self::from_secret(&secret)
+                Ok(secret.to_vec())
             }
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                 let theirs = fs::read(path).map_err(io_err(path))?;

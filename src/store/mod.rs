@@ -336,6 +336,10 @@ pub trait ImageStore: Send + Sync {
     /// The thumbnail of one image; `None` when the image is not in the database or has none.
     fn get_thumbnail(&self, db: DbRef<'_>, id: DataId) -> Result<Option<Vec<u8>>, StoreError>;
 
+    /// The thumbnail of the image with this id, whatever its tenant and database (DataIds
+    /// are unique in the store); for links the server signed. `None` when there is none.
+    fn thumbnail_by_id(&self, id: DataId) -> Result<Option<Vec<u8>>, StoreError>;
+
     /// Sets the ExtraData (and UpdatedAt) of the images `which` names, in one transaction;
     /// vectors and index are untouched. Returns how many images changed (0: none matched).
     fn update_extra_data(

@@ -60,8 +60,9 @@ fn http_get(addr: &str, path: &str) -> (u16, String) {
         "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
     )
     .unwrap();
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let resp = String::from_utf8_lossy(&raw);
     let status = resp
         .split_whitespace()
         .nth(1)
@@ -235,7 +236,7 @@ fn client_commands_console_extensions_and_operations() {
         "{table}"
     );
     assert!(rows[1].ends_with("a fish"), "{table}");
-    // Uploaded images store no ImageUrl.
+    // Uploaded images store no ImageUrl: SearchImage gives a signed link to the thumbnail.
     let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
     let tench_b64 = b64(&std::fs::read(&tench).unwrap());
     let found = rt
@@ -248,7 +249,13 @@ fn client_commands_console_extensions_and_operations() {
             ],
         ))
         .unwrap();
-    assert_eq!(found["Data"]["MatchList"][0]["ImageUrl"], "");
+    let link = found["Data"]["MatchList"][0]["ImageUrl"].as_str().unwrap();
+    assert!(
+        link.starts_with(&format!("http://{}/images/", server.addr)),
+        "{link}"
+    );
+    let (status, _) = http_get(&server.addr, link.split_once(&server.addr).unwrap().1);
+    assert_eq!(status, 200, "{link}");
 
     // ---- GetThumbnail: signed, tenant-isolated ----
     let thumb = rt

@@ -216,6 +216,9 @@ mod write_safety {
         fn get_thumbnail(&self, db: DbRef<'_>, id: DataId) -> Result<Option<Vec<u8>>, StoreError> {
             self.inner.get_thumbnail(db, id)
         }
+        fn thumbnail_by_id(&self, id: DataId) -> Result<Option<Vec<u8>>, StoreError> {
+            self.inner.thumbnail_by_id(id)
+        }
         fn update_extra_data(
             &self,
             db: DbRef<'_>,

@@ -247,6 +247,15 @@ impl ImageStore for SqliteStore {
         })
     }
 
+    fn thumbnail_by_id(&self, id: DataId) -> Result<Option<Vec<u8>>, StoreError> {
+        self.with_reader(|conn| {
+            Ok(conn
+                .prepare_cached("SELECT jpeg FROM image_thumbnails WHERE data_id = ?1")?
+                .query_row(params![sql_id(id)], |r| r.get::<_, Vec<u8>>(0))
+                .optional()?)
+        })
+    }
+
     fn update_extra_data(
         &self,
         db: DbRef<'_>,
