@@ -1,15 +1,15 @@
 // End-to-end test of the web console in a real browser: Debian's chromium driven by
 // playwright-core (no browser download). Starts the real server binary on a free port with
 // a fresh data directory, then: sign in → create a database → add an image (upload) →
-// browse (thumbnail) → "Similar" (search by a stored image) → search by image → delete the
-// entity → delete the database.
+// browse (thumbnail) → page by Token → "Similar" (search by a stored image) → search by
+// image → delete the entity → add several files at once → delete the database.
 // Screenshots go to target/browser/ (paths printed). Run: node --test console.test.mjs
 //
 // Env: IMGSEARCH_BIN (default target/release/imgsearch), CHROMIUM (default /usr/bin/chromium).
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { mkdtempSync, mkdirSync, rmSync, existsSync } from "node:fs";
+import { mkdtempSync, mkdirSync, rmSync, existsSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -197,6 +197,21 @@ test("console: sign in, create db, upload, search, delete", async () => {
     const tiles = [...document.querySelectorAll("#image-grid .tile")];
     return tiles.length === 1 && tiles[0].dataset.entity === "goldfish";
   });
+
+  // Several files at once, EntityId empty: one upload after another with progress, each
+  // file's EntityId made from its name; a file that is too small is reported by name, the
+  // others still go in.
+  const tiny = join(profileDir, "tiny.png");
+  writeFileSync(tiny, Buffer.from(
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAIAAACQd1PeAAAADElEQVR4nGP4z8AAAAMBAQDJ/pLvAAAAAElFTkSuQmCC", "base64"));
+  if (!(await page.locator("#add-box").evaluate((d) => d.open))) await page.click("#add-box summary");
+  await page.setInputFiles("#add-file", [image, tiny, other]);
+  await page.click("#add-submit");
+  await page.waitForFunction(() => document.getElementById("add-progress").textContent.startsWith("Added 2 of 3"));
+  assert.match(await page.textContent("#add-progress"), /failed: tiny\.png: InvalidImage\.Resolution/);
+  await page.locator('#image-grid .tile[data-entity="n01440764_tench"]').waitFor();
+  await page.locator('#image-grid .tile[data-entity="n01443537_goldfish"]').waitFor();
+  assert.match(await page.textContent("#image-count"), /3 images/);
 
   // Delete the database.
   await page.click("#delete-db");

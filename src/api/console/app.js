@@ -307,26 +307,53 @@ async function deleteEntity(entityId) {
   }
 }
 
+// EntityId from a file name, as `imgsearch import` makes it: lower-case letters, digits, _.
+function entityFromName(name) {
+  const stem = name.replace(/\.[^.]*$/, "").toLowerCase().replace(/[^a-z0-9]/g, "_").slice(0, 64);
+  return stem || "image";
+}
+
+// Adds one or many files, one request at a time (the server admits few uploads per key at
+// once), with progress; EntityId empty → made from each file name.
 async function addImage(ev) {
   ev.preventDefault();
-  const file = $("add-file").files[0];
-  if (!file) return;
-  if (file.size > ADD_MAX) return fail(new ApiError("InvalidImage.Size", `${file.name} is larger than 2 MB`, 0));
+  const files = [...$("add-file").files];
+  if (!files.length) return;
   const btn = $("add-submit");
+  const progress = $("add-progress");
+  const given = $("add-entity").value.trim();
+  const extra = $("add-extra").value;
+  const failed = [];
+  let added = 0;
+  let last;
   busy(btn, true);
   try {
-    const content = await fileToBase64(file);
-    const entity = $("add-entity").value.trim();
-    const d = await call("AddImage", [
-      ["DbName", state.db],
-      ["EntityId", entity],
-      ["ExtraData", $("add-extra").value],
-      ["ImageContent", content],
-    ]);
-    toast(`Added ${file.name} as ${entity} (DataId ${d.DataId})`);
-    $("add-form").reset();
-    firstPage();
-    await loadImages();
+    for (const [i, file] of files.entries()) {
+      progress.textContent = `Adding ${i + 1} of ${files.length}…${failed.length ? ` (${failed.length} failed)` : ""}`;
+      const entity = given || entityFromName(file.name);
+      try {
+        if (file.size > ADD_MAX) throw new ApiError("InvalidImage.Size", "larger than 2 MB", 0);
+        const content = await fileToBase64(file);
+        last = await call("AddImage", [
+          ["DbName", state.db],
+          ["EntityId", entity],
+          ["ExtraData", extra],
+          ["ImageContent", content],
+        ]);
+        added++;
+      } catch (e) {
+        failed.push(`${file.name}: ${e.message}`);
+      }
+    }
+    progress.textContent = `Added ${added} of ${files.length}` + (failed.length ? `; failed: ${failed.join("; ")}` : "");
+    if (files.length === 1 && added === 1) toast(`Added ${files[0].name} as ${given || entityFromName(files[0].name)} (DataId ${last.DataId})`);
+    else if (failed.length) toast(`${failed.length} of ${files.length} not added: ${failed.join("; ")}`, "error");
+    else toast(`Added ${added} images`);
+    if (added) {
+      $("add-form").reset();
+      firstPage();
+      await loadImages();
+    }
   } catch (e) {
     fail(e);
   } finally {
