@@ -10,13 +10,9 @@
 use std::time::{Duration, SystemTime};
 
 use imgsearch::api::{authenticate, Headers, KeyStore, NonceCache, Params, RequestParts};
-use imgsearch::remote::client::form_encode;
-use imgsearch::rules::API_VERSION;
+use imgsearch::remote::client::{form_encode, sign_v1_request, sign_v3_request};
 use imgsearch::service::list_token::{ListScope, ListTokenKey};
-use imgsearch::signing::{
-    format_timestamp, percent_encode, sha256_hex, v1_signature, v1_string_to_sign,
-    v3_canonical_request, v3_signature, v3_string_to_sign, V3_ALGORITHM,
-};
+use imgsearch::signing::{format_timestamp, sha256_hex};
 use imgsearch::store::{DataId, Order};
 use imgsearch::vision::decode::{self, DecodeLimits};
 
@@ -123,11 +119,7 @@ pub fn auth(data: &[u8]) {
                 return;
             };
             let business = business_params(rest);
-            let (headers, body) = if style == 1 {
-                signed_v1(&business)
-            } else {
-                signed_v3(&business)
-            };
+            let (headers, body) = signed(style, &business);
             let mut body = body.into_bytes();
             if flip > 0 && !body.is_empty() {
                 let at = usize::from(flip) % body.len();
@@ -174,74 +166,25 @@ fn nonce_of(params: &[(String, String)]) -> String {
     sha256_hex(format!("{params:?}").as_bytes())
 }
 
-fn signed_v1(business: &[(String, String)]) -> (Vec<(String, String)>, String) {
-    let timestamp = format_timestamp(NOW_UNIX as i64);
-    let nonce = nonce_of(business);
-    let mut all: Vec<(&str, &str)> = vec![
-        ("Action", "SearchImage"),
-        ("Version", API_VERSION),
-        ("AccessKeyId", KEY_ID),
-        ("SignatureMethod", "HMAC-SHA1"),
-        ("SignatureVersion", "1.0"),
-        ("SignatureNonce", &nonce),
-        ("Timestamp", &timestamp),
-    ];
-    all.extend(business.iter().map(|(n, v)| (n.as_str(), v.as_str())));
-    let signature = v1_signature(SECRET, &v1_string_to_sign("POST", all.iter().copied()));
-    let body = format!(
-        "{}&Signature={}",
-        form_encode(&all),
-        percent_encode(&signature)
-    );
-    let headers = vec![(
-        "content-type".to_owned(),
-        "application/x-www-form-urlencoded".to_owned(),
-    )];
-    (headers, body)
-}
-
-fn signed_v3(business: &[(String, String)]) -> (Vec<(String, String)>, String) {
-    let borrowed: Vec<(&str, &str)> = business
+/// Signed exactly as the project's client signs (`remote::client`), at the fixed clock.
+fn signed(style: u8, business: &[(String, String)]) -> (Vec<(String, String)>, String) {
+    let params: Vec<(&str, &str)> = business
         .iter()
         .map(|(n, v)| (n.as_str(), v.as_str()))
         .collect();
-    let body = form_encode(&borrowed);
-    let hash = sha256_hex(body.as_bytes());
-    let mut headers: Vec<(String, String)> = vec![
-        ("host".into(), "localhost".into()),
-        ("x-acs-action".into(), "SearchImage".into()),
-        ("x-acs-content-sha256".into(), hash.clone()),
-        ("x-acs-date".into(), format_timestamp(NOW_UNIX as i64)),
-        ("x-acs-signature-nonce".into(), nonce_of(business)),
-        ("x-acs-version".into(), API_VERSION.into()),
-    ];
-    let signed: Vec<String> = headers.iter().map(|(k, _)| k.clone()).collect();
-    let canonical = v3_canonical_request(
-        "POST",
-        [],
-        |name| {
-            headers
-                .iter()
-                .filter(|(k, _)| k == name)
-                .map(|(_, v)| v.as_str())
-                .collect()
-        },
-        &signed,
-        &hash,
-    );
-    let signature = v3_signature(SECRET, &v3_string_to_sign(&canonical));
-    headers.push((
-        "authorization".into(),
-        format!(
-            "{V3_ALGORITHM} Credential={KEY_ID},SignedHeaders={},Signature={signature}",
-            signed.join(";")
-        ),
-    ));
-    headers.push((
-        "content-type".into(),
-        "application/x-www-form-urlencoded".into(),
-    ));
-    (headers, body)
+    let (timestamp, nonce) = (format_timestamp(NOW_UNIX as i64), nonce_of(business));
+    let sign = if style == 1 {
+        sign_v1_request
+    } else {
+        sign_v3_request
+    };
+    sign(
+        "localhost",
+        (KEY_ID, SECRET),
+        "SearchImage",
+        &params,
+        (&timestamp, &nonce),
+    )
 }
 
 /// The ListImages token: `tenant 0xFF db 0xFF prefix 0xFF token`; byte 0 of the tenant part

@@ -19,7 +19,7 @@ use tokio_rustls::TlsConnector;
 use crate::http_client;
 use crate::rules::API_VERSION;
 use crate::signing::{
-    format_timestamp, percent_encode, sha256_hex, v1_signature, v1_string_to_sign,
+    format_timestamp, percent_encode, sha256_hex, unix_seconds, v1_signature, v1_string_to_sign,
     v3_canonical_request, v3_signature, v3_string_to_sign, SignatureStyle,
 };
 
@@ -241,44 +241,15 @@ impl Client {
         params: &[(&str, &str)],
         now: SystemTime,
     ) -> (Vec<(String, String)>, String) {
-        let body = form_encode(params);
-        let hash = sha256_hex(body.as_bytes());
-        let mut headers: Vec<(String, String)> = vec![
-            ("host".into(), self.endpoint.authority()),
-            ("x-acs-action".into(), action.into()),
-            ("x-acs-content-sha256".into(), hash.clone()),
-            ("x-acs-date".into(), format_timestamp(unix_secs(now))),
-            ("x-acs-signature-nonce".into(), nonce()),
-            ("x-acs-version".into(), API_VERSION.into()),
-        ];
-        let signed: Vec<String> = headers.iter().map(|(k, _)| k.clone()).collect();
-        let canonical = v3_canonical_request(
-            "POST",
-            [],
-            |name| {
-                headers
-                    .iter()
-                    .filter(|(k, _)| k == name)
-                    .map(|(_, v)| v.as_str())
-                    .collect()
-            },
-            &signed,
-            &hash,
-        );
-        let signature = v3_signature(&self.secret, &v3_string_to_sign(&canonical));
-        headers.push((
-            "authorization".into(),
-            format!(
-                "ACS3-HMAC-SHA256 Credential={},SignedHeaders={},Signature={signature}",
-                self.access_key_id,
-                signed.join(";")
-            ),
-        ));
-        headers.push((
-            "content-type".into(),
-            "application/x-www-form-urlencoded".into(),
-        ));
-        (headers, body)
+        let key = (self.access_key_id.as_str(), self.secret.as_str());
+        let when = (format_timestamp(unix_seconds(now)), nonce());
+        sign_v3_request(
+            &self.endpoint.authority(),
+            key,
+            action,
+            params,
+            (&when.0, &when.1),
+        )
     }
 
     /// A V1 request: common and business parameters in the form body, `Signature` last.
@@ -288,33 +259,15 @@ impl Client {
         params: &[(&str, &str)],
         now: SystemTime,
     ) -> (Vec<(String, String)>, String) {
-        let timestamp = format_timestamp(unix_secs(now));
-        let nonce = nonce();
-        let mut all: Vec<(&str, &str)> = vec![
-            ("Action", action),
-            ("Version", API_VERSION),
-            ("AccessKeyId", &self.access_key_id),
-            ("SignatureMethod", "HMAC-SHA1"),
-            ("SignatureVersion", "1.0"),
-            ("SignatureNonce", &nonce),
-            ("Timestamp", &timestamp),
-            ("Format", "JSON"),
-        ];
-        all.extend_from_slice(params);
-        let unsigned = form_encode(&all);
-        let signature = v1_signature(
-            &self.secret,
-            &v1_string_to_sign("POST", all.iter().copied()),
-        );
-        let body = format!("{unsigned}&Signature={}", percent_encode(&signature));
-        let headers = vec![
-            ("host".into(), self.endpoint.authority()),
-            (
-                "content-type".into(),
-                "application/x-www-form-urlencoded".into(),
-            ),
-        ];
-        (headers, body)
+        let key = (self.access_key_id.as_str(), self.secret.as_str());
+        let when = (format_timestamp(unix_seconds(now)), nonce());
+        sign_v1_request(
+            &self.endpoint.authority(),
+            key,
+            action,
+            params,
+            (&when.0, &when.1),
+        )
     }
 
     async fn send(
@@ -406,17 +359,94 @@ where
 
 /// `application/x-www-form-urlencoded` with RFC 3986 encoding (`%20` for space), as the
 /// SDKs write it.
+/// A V3-signed POST as the Tea SDK sends it: the headers (`host`, the five `x-acs-*`
+/// ones, `authorization`, `content-type`) and the form body. `key`: (id, secret); `when`:
+/// (ISO-8601 timestamp, nonce). Pure, so the fuzz harness signs exactly as the client does.
+pub fn sign_v3_request(
+    host: &str,
+    (key_id, secret): (&str, &str),
+    action: &str,
+    params: &[(&str, &str)],
+    (timestamp, nonce): (&str, &str),
+) -> (Vec<(String, String)>, String) {
+    let body = form_encode(params);
+    let hash = sha256_hex(body.as_bytes());
+    let mut headers: Vec<(String, String)> = vec![
+        ("host".into(), host.into()),
+        ("x-acs-action".into(), action.into()),
+        ("x-acs-content-sha256".into(), hash.clone()),
+        ("x-acs-date".into(), timestamp.into()),
+        ("x-acs-signature-nonce".into(), nonce.into()),
+        ("x-acs-version".into(), API_VERSION.into()),
+    ];
+    let signed: Vec<String> = headers.iter().map(|(k, _)| k.clone()).collect();
+    let canonical = v3_canonical_request(
+        "POST",
+        [],
+        |name| {
+            headers
+                .iter()
+                .filter(|(k, _)| k == name)
+                .map(|(_, v)| v.as_str())
+                .collect()
+        },
+        &signed,
+        &hash,
+    );
+    let signature = v3_signature(secret, &v3_string_to_sign(&canonical));
+    headers.push((
+        "authorization".into(),
+        format!(
+            "ACS3-HMAC-SHA256 Credential={key_id},SignedHeaders={},Signature={signature}",
+            signed.join(";")
+        ),
+    ));
+    headers.push((
+        "content-type".into(),
+        "application/x-www-form-urlencoded".into(),
+    ));
+    (headers, body)
+}
+
+/// A V1-signed POST as aliyun-python-sdk-core sends it: common and business parameters in
+/// the form body, `Signature` last; arguments as [`sign_v3_request`].
+pub fn sign_v1_request(
+    host: &str,
+    (key_id, secret): (&str, &str),
+    action: &str,
+    params: &[(&str, &str)],
+    (timestamp, nonce): (&str, &str),
+) -> (Vec<(String, String)>, String) {
+    let mut all: Vec<(&str, &str)> = vec![
+        ("Action", action),
+        ("Version", API_VERSION),
+        ("AccessKeyId", key_id),
+        ("SignatureMethod", "HMAC-SHA1"),
+        ("SignatureVersion", "1.0"),
+        ("SignatureNonce", nonce),
+        ("Timestamp", timestamp),
+        ("Format", "JSON"),
+    ];
+    all.extend_from_slice(params);
+    let unsigned = form_encode(&all);
+    let signature = v1_signature(secret, &v1_string_to_sign("POST", all.iter().copied()));
+    let body = format!("{unsigned}&Signature={}", percent_encode(&signature));
+    let headers = vec![
+        ("host".into(), host.into()),
+        (
+            "content-type".into(),
+            "application/x-www-form-urlencoded".into(),
+        ),
+    ];
+    (headers, body)
+}
+
 pub fn form_encode(params: &[(&str, &str)]) -> String {
     params
         .iter()
         .map(|(k, v)| format!("{}={}", percent_encode(k), percent_encode(v)))
         .collect::<Vec<_>>()
         .join("&")
-}
-
-fn unix_secs(t: SystemTime) -> i64 {
-    t.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 /// 32 hex characters of OS randomness (like the SDKs' nonces).

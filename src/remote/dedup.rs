@@ -40,7 +40,7 @@ pub struct DedupArgs {
     pub db: String,
     /// Link two images when one finds the other with at least this Score (0-10; 8 = "the
     /// same picture", README "Copy detection").
-    #[arg(long, default_value_t = SAME_PICTURE_SCORE)]
+    #[arg(long, default_value_t = SAME_PICTURE_SCORE, value_parser = parse_score)]
     pub min_score: f32,
     /// Results asked per image: more finds larger groups of copies in one step.
     #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(2..=1000))]
@@ -52,6 +52,14 @@ pub struct DedupArgs {
     pub format: DedupFormat,
     #[command(flatten)]
     pub conn: ConnectionArgs,
+}
+
+/// A Score bound, 0-10 (a usage error otherwise, exit code 2).
+fn parse_score(s: &str) -> Result<f32, String> {
+    match s.parse::<f32>() {
+        Ok(v) if (0.0..=10.0).contains(&v) => Ok(v),
+        _ => Err(format!("{s:?} is not a Score from 0 to 10")),
+    }
 }
 
 /// One image of a group.
@@ -66,9 +74,6 @@ pub struct Member {
 }
 
 pub fn run(args: DedupArgs) -> anyhow::Result<ExitCode> {
-    if !(0.0..=10.0).contains(&args.min_score) {
-        anyhow::bail!("--min-score {} is outside 0-10", args.min_score);
-    }
     let client = args.conn.client()?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
