@@ -8,12 +8,12 @@
 // Env: IMGSEARCH_BIN (default target/release/imgsearch), CHROMIUM (default /usr/bin/chromium).
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
 import { mkdtempSync, mkdirSync, rmSync, existsSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
 import { chromium } from "playwright-core";
+import { startServer } from "../server.mjs";
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
 const bin = process.env.IMGSEARCH_BIN || join(root, "target/release/imgsearch");
@@ -25,35 +25,13 @@ const shots = join(root, "target/browser");
 const KEY_ID = "LTAIbrowsertest";
 const SECRET = "browser-test-secret-0123456789";
 
-let server, base, context, page, dataDir, profileDir;
-
-function startServer() {
-  dataDir = mkdtempSync(join(tmpdir(), "imgsearch-browser-data-"));
-  server = spawn(
-    bin,
-    ["--inference-workers", "1", "serve", "--listen", "127.0.0.1:0", "--data", dataDir],
-    { env: { ...process.env, IMGSEARCH_ACCESS_KEYS: `${KEY_ID}:${SECRET}` }, stdio: ["ignore", "ignore", "pipe"] },
-  );
-  return new Promise((resolvePromise, reject) => {
-    let log = "";
-    const timer = setTimeout(() => reject(new Error(`server did not start:\n${log}`)), 60_000);
-    server.stderr.on("data", (chunk) => {
-      log += chunk;
-      const m = /imgsearch listening on (http:\/\/\S+) /.exec(log);
-      if (m && !base) {
-        clearTimeout(timer);
-        base = m[1];
-        resolvePromise();
-      }
-    });
-    server.on("exit", (code) => reject(new Error(`server exited (${code}):\n${log}`)));
-  });
-}
+let srv, base, context, page, profileDir;
 
 before(async () => {
   assert.ok(existsSync(bin), `${bin} is missing: run cargo build --release first`);
   assert.ok(existsSync(browserPath), `${browserPath} is missing: apt-get install chromium`);
-  await startServer();
+  srv = await startServer(bin, `${KEY_ID}:${SECRET}`);
+  base = srv.base;
   profileDir = mkdtempSync(join(tmpdir(), "imgsearch-chromium-profile-"));
   context = await chromium.launchPersistentContext(profileDir, {
     executablePath: browserPath,
@@ -75,14 +53,8 @@ before(async () => {
 
 after(async () => {
   await context?.close();
-  // Wait for the server to finish its shutdown (it writes the nonce file and index
-  // snapshots into the data directory) before removing that directory.
-  if (server && server.exitCode === null && server.signalCode === null) {
-    const exited = new Promise((resolve) => server.once("exit", resolve));
-    server.kill("SIGTERM");
-    await exited;
-  }
-  for (const d of [dataDir, profileDir]) if (d) rmSync(d, { recursive: true, force: true });
+  await srv?.stop();
+  if (profileDir) rmSync(profileDir, { recursive: true, force: true });
 });
 
 test("console: sign in, create db, upload, search, delete", async () => {

@@ -11,14 +11,13 @@
 // Env: IMGSEARCH_BIN (default target/release/imgsearch).
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
 import { createServer } from "node:http";
-import { mkdtempSync, rmSync, existsSync, readFileSync, readdirSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { existsSync, readFileSync, readdirSync } from "node:fs";
 import { join, resolve, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
 import { createRequire } from "node:module";
 import { deflateSync, crc32 } from "node:zlib";
+import { startServer } from "../server.mjs";
 
 const require = createRequire(import.meta.url);
 const RPCClient = require("@alicloud/pop-core");
@@ -32,7 +31,7 @@ const TENANT_A = ["LTAInodetesta", "node-test-secret-a-0123456789"];
 const TENANT_B = ["LTAInodetestb", "node-test-secret-b-0123456789"];
 const API_VERSION = "2020-03-20";
 
-let server, endpoint, dataDir, images, imageBase;
+let srv, endpoint, images, imageBase;
 
 /// A PNG of one colour, w×h, RGB8 (enough for the resolution rows).
 function solidPng(w, h, rgb) {
@@ -87,33 +86,6 @@ function startImageServer() {
   );
 }
 
-function startServer() {
-  dataDir = mkdtempSync(join(tmpdir(), "imgsearch-node-data-"));
-  server = spawn(
-    bin,
-    ["--inference-workers", "1", "serve", "--listen", "127.0.0.1:0", "--data", dataDir,
-      "--allow-private-urls"],
-    {
-      env: { ...process.env, IMGSEARCH_ACCESS_KEYS: [TENANT_A, TENANT_B].map((t) => t.join(":")).join(",") },
-      stdio: ["ignore", "ignore", "pipe"],
-    },
-  );
-  return new Promise((ok, fail) => {
-    let log = "";
-    const timer = setTimeout(() => fail(new Error(`server did not start:\n${log}`)), 60_000);
-    server.stderr.on("data", (chunk) => {
-      log += chunk;
-      const m = /imgsearch listening on (http:\/\/\S+) /.exec(log);
-      if (m && !endpoint) {
-        clearTimeout(timer);
-        endpoint = m[1];
-        ok();
-      }
-    });
-    server.on("exit", (code) => fail(new Error(`server exited (${code}):\n${log}`)));
-  });
-}
-
 /// A client of `kind` ("pop-core" or "tea") as one function: (action, params) → the
 /// response body, or a thrown error normalised to { code, status, data }.
 function client(kind, [accessKeyId, accessKeySecret] = TENANT_A, apiVersion = API_VERSION) {
@@ -163,17 +135,13 @@ async function expectError(call, action, params, status, code) {
 before(async () => {
   assert.ok(existsSync(bin), `${bin} is missing: run cargo build --release first`);
   await startImageServer();
-  await startServer();
+  srv = await startServer(bin, [TENANT_A, TENANT_B].map((t) => t.join(":")).join(","), ["--allow-private-urls"]);
+  endpoint = srv.base;
 });
 
 after(async () => {
   images?.http.close();
-  if (server && server.exitCode === null && server.signalCode === null) {
-    const exited = new Promise((ok) => server.once("exit", ok));
-    server.kill("SIGTERM");
-    await exited;
-  }
-  if (dataDir) rmSync(dataDir, { recursive: true, force: true });
+  await srv?.stop();
 });
 
 for (const kind of ["pop-core", "tea"]) {
