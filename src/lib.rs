@@ -8,6 +8,7 @@
 //! arguments and dispatches. `docs/architecture.md` walks through it.
 
 pub mod api;
+pub mod attributes;
 pub mod backup;
 #[cfg(feature = "bench")]
 pub mod bench;

@@ -97,6 +97,22 @@ pub fn check_extra_data(v: &str) -> Result<(), ExtraDataError> {
     Ok(())
 }
 
+// ---- attributes and Filter (ours, Image Search's names) -------------------------------
+
+/// Integer attributes per image: `IntAttr`, `IntAttr2`, `IntAttr3`, `IntAttr4`.
+pub const INT_ATTR_SLOTS: usize = 4;
+/// String attributes per image: `StrAttr` … `StrAttr4`.
+pub const STR_ATTR_SLOTS: usize = 4;
+/// Longest string attribute, in characters.
+pub const STR_ATTR_MAX_CHARS: usize = 128;
+/// Integer attributes are whole numbers JavaScript reads exactly (±(2^53 − 1)), so the
+/// console and JSON clients never see one rounded.
+pub const INT_ATTR_MAX: i64 = (1 << 53) - 1;
+/// Longest `Filter` expression, in characters (Image Search's limit).
+pub const FILTER_MAX_CHARS: usize = 4096;
+/// Deepest nesting of parentheses in a `Filter`.
+pub const FILTER_MAX_DEPTH: usize = 32;
+
 // ---- images ---------------------------------------------------------------------------
 
 /// Spec §4, AddImage: the image must be at most 2 MB.
