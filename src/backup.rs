@@ -399,6 +399,7 @@ mod tests {
                         embedding: &[0.25; 8],
                         copy_embedding: None,
                         thumbnail: None,
+                        attributes: &crate::store::Attributes::NONE,
                     },
                 )
                 .unwrap();

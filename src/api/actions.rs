@@ -6,13 +6,15 @@
 //! accept `ImageContent` (base64 image bytes) instead of `ImageUrl`, and the extra action
 //! `GetThumbnail` (DbName, DataId) returns a stored image's JPEG thumbnail as base64;
 //! SearchImage also searches with a stored image (`DataId`, or `EntityId`: its first image);
-//! `UpdateImage` (DbName, DataId or EntityId, ExtraData) changes ExtraData without
-//! re-embedding;
+//! `UpdateImage` (DbName, DataId or EntityId, ExtraData and/or attributes) changes them
+//! without re-embedding; AddImage takes attributes (`IntAttr`…, `StrAttr`…), SearchImage and
+//! ListImages a `Filter` on them, and both list each image's attributes (`api::attributes`);
 //! CreateImageDb takes `Descriptors` (what the database indexes) and ListImageDbs shows
 //! it, with `CopyModel` (whether this server computes copy descriptors).
 
 use serde_json::{json, Value};
 
+use super::attributes;
 use super::error::ApiError;
 use super::params::Params;
 use crate::rules::{
@@ -70,6 +72,7 @@ pub async fn dispatch(
                 entity_id: entity_id(params)?,
                 extra_data: extra_data(params)?,
                 source: image_source(params)?,
+                attributes: attributes::attributes(params)?,
             };
             let record = service.add_image(tenant, req).await.map_err(map_err)?;
             Ok(Some(json!({ "DataId": record.data_id.to_string() })))
@@ -83,19 +86,22 @@ pub async fn dispatch(
                 token: params.get_non_empty("Token").map(str::to_string),
                 order: order(params)?,
                 entity_id_prefix: params.get_non_empty("EntityIdPrefix").map(str::to_string),
+                filter: attributes::filter(params)?,
             };
             let list = service.list_images(tenant, req).await.map_err(map_err)?;
             let images: Vec<Value> = list
                 .images
                 .iter()
                 .map(|r| {
-                    json!({
+                    let mut v = json!({
                         "DataId": r.data_id.to_string(),
                         "EntityId": r.entity_id,
                         "ExtraData": r.extra_data,
                         "CreatedAt": r.created_at,
                         "UpdatedAt": r.updated_at,
-                    })
+                    });
+                    attributes::render(&r.attributes, &mut v);
+                    v
                 })
                 .collect();
             let mut data = json!({ "ImageList": images, "TotalCount": list.total_count });
@@ -113,18 +119,21 @@ pub async fn dispatch(
                 limit: limit as usize,
                 min_score: float_param(params, "MinScore", 0.0, 10.0)?,
                 distinct_entity: bool_param(params, "DistinctEntity")?.unwrap_or(false),
+                filter: attributes::filter(params)?.map(|f| f.filter),
             };
             let matches = service.search_image(tenant, req).await.map_err(map_err)?;
             let list: Vec<Value> = matches
                 .iter()
                 .map(|m| {
-                    json!({
+                    let mut v = json!({
                         "DataId": m.record.data_id.to_string(),
                         "EntityId": m.record.entity_id,
                         "ExtraData": m.record.extra_data,
                         "ImageUrl": m.record.image_url,
                         "Score": m.score,
-                    })
+                    });
+                    attributes::render(&m.record.attributes, &mut v);
+                    v
                 })
                 .collect();
             Ok(Some(json!({ "MatchList": list })))
@@ -167,15 +176,20 @@ pub async fn dispatch(
                         "the image to change: its DataId, or EntityId for every image of an entity",
                     )),
                 };
-            if params.get("ExtraData").is_none() {
+            let attrs = attributes::attributes(params)?;
+            if params.get("ExtraData").is_none() && attrs.is_empty() {
                 return Err(required(
                     "ExtraData",
-                    "the new ExtraData (send it empty to clear it); images are not re-embedded",
+                    "the new ExtraData (send it empty to clear it) and/or IntAttr…IntAttr4, \
+                     StrAttr…StrAttr4; images are not re-embedded",
                 ));
             }
-            let extra = extra_data(params)?;
+            let extra = match params.get("ExtraData") {
+                Some(_) => Some(extra_data(params)?),
+                None => None,
+            };
             let updated = service
-                .update_extra_data(tenant, &db, which, extra)
+                .update_image(tenant, &db, which, extra, attrs)
                 .await
                 .map_err(map_err)?;
             Ok(Some(json!({ "Updated": updated })))

@@ -89,6 +89,15 @@ pub enum ApiError {
     #[error("{0}")]
     BadRequest(String),
 
+    /// A `Filter` that is too long or does not parse; the message names the position and
+    /// what was expected there. Our own code (our extension).
+    #[error("{0}")]
+    InvalidFilter(String),
+
+    /// An `IntAttr…`/`StrAttr…` value that breaks its rule. Our own code.
+    #[error("{0}")]
+    InvalidAttribute(String),
+
     /// ImageUrl points at a loopback/private/link-local address (SSRF guard).
     #[error("{0}")]
     ImageUrlForbidden(String),
@@ -163,6 +172,8 @@ impl ApiError {
             Self::SignatureNonceUsed => "SignatureNonceUsed",
             Self::InvalidParameter(_) => "InvalidParameter",
             Self::BadRequest(_) => "InvalidParameter.BadRequest",
+            Self::InvalidFilter(_) => "InvalidParameter.Filter",
+            Self::InvalidAttribute(_) => "InvalidParameter.Attribute",
             Self::ImageUrlForbidden(_) => "InvalidParameter.ImageUrlForbidden",
             Self::InvalidImageDownload(_) => "InvalidImage.Download",
             Self::InvalidImageFormat(_) => "InvalidImage.Format",

@@ -16,6 +16,7 @@
 
 pub mod actions;
 pub mod admission;
+pub mod attributes;
 pub mod auth;
 pub mod connections;
 pub mod console;

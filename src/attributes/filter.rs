@@ -32,8 +32,14 @@ pub enum Filter {
     And(Vec<Filter>),
     /// Some part holds.
     Or(Vec<Filter>),
-    Int { slot: usize, test: IntTest },
-    Str { slot: usize, test: StrTest },
+    Int {
+        slot: usize,
+        test: IntTest,
+    },
+    Str {
+        slot: usize,
+        test: StrTest,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -84,7 +90,10 @@ impl Filter {
         let f = p.or()?;
         p.skip_space();
         if !p.at_end() {
-            return Err(p.error(format!("expected AND, OR or the end of the filter, found {}", p.found())));
+            return Err(p.error(format!(
+                "expected AND, OR or the end of the filter, found {}",
+                p.found()
+            )));
         }
         Ok(f)
     }
@@ -244,8 +253,9 @@ impl Parser {
 
     fn attribute(&mut self) -> Result<Slot, FilterError> {
         let w = self.word();
-        let slot = attribute_slot(&w)
-            .ok_or_else(|| self.error(format!("expected {CONDITION_HINT}, found {}", self.found())))?;
+        let slot = attribute_slot(&w).ok_or_else(|| {
+            self.error(format!("expected {CONDITION_HINT}, found {}", self.found()))
+        })?;
         self.pos += w.chars().count();
         Ok(slot)
     }
@@ -263,12 +273,20 @@ impl Parser {
             return match slot {
                 Slot::Int(slot) => {
                     let xs = self.list(&name, |p| p.integer(&name))?;
-                    let test = if negated { IntTest::NotIn(xs) } else { IntTest::In(xs) };
+                    let test = if negated {
+                        IntTest::NotIn(xs)
+                    } else {
+                        IntTest::In(xs)
+                    };
                     Ok(Filter::Int { slot, test })
                 }
                 Slot::Str(slot) => {
                     let xs = self.list(&name, |p| p.string(&name))?;
-                    let test = if negated { StrTest::NotIn(xs) } else { StrTest::In(xs) };
+                    let test = if negated {
+                        StrTest::NotIn(xs)
+                    } else {
+                        StrTest::In(xs)
+                    };
                     Ok(Filter::Str { slot, test })
                 }
             };
@@ -409,7 +427,8 @@ impl Parser {
                     self.pos = open;
                     return Err(self.error(format!("this string has no closing {quote}")));
                 }
-                Some('\\') if matches!(self.chars.get(self.pos + 1), Some(c) if *c == quote || *c == '\\') => {
+                Some('\\') if matches!(self.chars.get(self.pos + 1), Some(c) if *c == quote || *c == '\\') =>
+                {
                     out.push(self.chars[self.pos + 1]);
                     self.pos += 2;
                 }

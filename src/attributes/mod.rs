@@ -85,7 +85,9 @@ impl Attributes {
 /// Why an attribute value is refused. `Display` is the message for a person.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AttributeError {
-    #[error("{name} is \"{value}\"; it must be a whole number from -{INT_ATTR_MAX} to {INT_ATTR_MAX}")]
+    #[error(
+        "{name} is \"{value}\"; it must be a whole number from -{INT_ATTR_MAX} to {INT_ATTR_MAX}"
+    )]
     NotAnInteger { name: String, value: String },
     #[error("{name} is {chars} characters long; at most {STR_ATTR_MAX_CHARS} are allowed")]
     TooLong { name: String, chars: usize },
@@ -151,8 +153,20 @@ mod tests {
         assert_eq!(parse_int_attr("IntAttr", "42"), Ok(42));
         assert_eq!(parse_int_attr("IntAttr", "-7"), Ok(-7));
         assert_eq!(parse_int_attr("IntAttr", "+7"), Ok(7));
-        assert_eq!(parse_int_attr("IntAttr", "9007199254740991"), Ok(INT_ATTR_MAX));
-        for bad in ["", "-", "1.5", "1e3", " 1", "9007199254740992", "99999999999999999999", "x"] {
+        assert_eq!(
+            parse_int_attr("IntAttr", "9007199254740991"),
+            Ok(INT_ATTR_MAX)
+        );
+        for bad in [
+            "",
+            "-",
+            "1.5",
+            "1e3",
+            " 1",
+            "9007199254740992",
+            "99999999999999999999",
+            "x",
+        ] {
             let e = parse_int_attr("IntAttr2", bad).unwrap_err();
             assert!(e.to_string().starts_with("IntAttr2 is"), "{e}");
         }

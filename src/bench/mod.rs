@@ -122,5 +122,6 @@ fn vector_only<'a>(entity_id: &'a str, embedding: &'a [f32]) -> NewImage<'a> {
         embedding,
         copy_embedding: None,
         thumbnail: None,
+        attributes: &crate::store::Attributes::NONE,
     }
 }

@@ -97,6 +97,7 @@ fn measure(b: &StartupBench, dir: &std::path::Path) -> anyhow::Result<serde_json
             },
             10,
             settings.rerank,
+            None,
         )
         .map_err(|e| anyhow::anyhow!("search: {e}"))?;
     let first_search_ms = t.elapsed().as_secs_f64() * 1000.0;

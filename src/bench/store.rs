@@ -35,6 +35,7 @@ pub fn run(b: StoreBench) -> anyhow::Result<ExitCode> {
 fn image<'a>(entity_id: &'a str, embedding: &'a [f32], thumbnail: &'a [u8]) -> NewImage<'a> {
     NewImage {
         thumbnail: Some(thumbnail),
+        attributes: &crate::store::Attributes::NONE,
         ..vector_only(entity_id, embedding)
     }
 }

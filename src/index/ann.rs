@@ -19,11 +19,13 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{Condvar, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use usearch::{Index, IndexOptions, MetricKind, ScalarKind};
 
 use super::{Hit, IndexError};
+
+mod filtered;
 use crate::store::DataId;
 
 /// HNSW parameters. Defaults from `bench index` at 1M × 1280 (README "ANN index"): M = 14,
@@ -106,7 +108,7 @@ pub struct AnnIndex {
     options: AnnOptions,
     inner: Index,
     slots: Slots,
-    duplicates: Mutex<Duplicates>,
+    duplicates: RwLock<Duplicates>,
 }
 
 /// Ids whose vector equals a graph node's, by node key.
@@ -140,7 +142,7 @@ impl AnnIndex {
             options,
             inner,
             slots: Slots::new(options.threads),
-            duplicates: Mutex::new(Duplicates::default()),
+            duplicates: RwLock::new(Duplicates::default()),
         })
     }
 
@@ -206,7 +208,7 @@ impl AnnIndex {
 
     /// Vectors held, duplicates included.
     pub fn len(&self) -> usize {
-        self.inner.size() + self.dups().node_of.len()
+        self.inner.size() + self.dups_read().node_of.len()
     }
 
     pub fn dim(&self) -> usize {
@@ -378,9 +380,15 @@ impl AnnIndex {
         Ok(())
     }
 
-    fn dups(&self) -> MutexGuard<'_, Duplicates> {
+    fn dups(&self) -> RwLockWriteGuard<'_, Duplicates> {
         self.duplicates
-            .lock()
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn dups_read(&self) -> RwLockReadGuard<'_, Duplicates> {
+        self.duplicates
+            .read()
             .unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -396,7 +404,7 @@ impl AnnIndex {
             let _slot = self.slots.acquire();
             self.inner.search(&quantized, k)?
         };
-        let d = self.dups();
+        let d = self.dups_read();
         let mut hits = Vec::with_capacity(m.keys.len());
         for (&key, &dist) in m.keys.iter().zip(&m.distances) {
             let cosine = 1.0 - dist;
@@ -413,7 +421,7 @@ impl AnnIndex {
     /// Whether the index holds a vector under `id`.
     pub fn contains(&self, id: DataId) -> bool {
         let key = id.as_u64();
-        self.inner.contains(key) || self.dups().node_of.contains_key(&key)
+        self.inner.contains(key) || self.dups_read().node_of.contains_key(&key)
     }
 
     /// The search expansion (ef) used from now on; larger is slower and finds more.

@@ -8,6 +8,7 @@
 //! step by the service on every add and delete.
 
 pub mod ann;
+pub mod filtered;
 pub mod snapshot;
 
 use std::cmp::Ordering;
@@ -145,6 +146,17 @@ impl ExactIndex {
     /// vector's similarity is its best cosine to any of them (e.g. a query embedded with
     /// and without its margins).
     pub fn search_max(&self, queries: &[&[f32]], k: usize) -> Result<Vec<Hit>, IndexError> {
+        self.search_max_where(queries, k, &|_| true)
+    }
+
+    /// [`search_max`](Self::search_max) over only the vectors whose id `keep` accepts (an
+    /// attribute filter): still exact, the others are skipped without a dot product.
+    pub fn search_max_where(
+        &self,
+        queries: &[&[f32]],
+        k: usize,
+        keep: &dyn Fn(DataId) -> bool,
+    ) -> Result<Vec<Hit>, IndexError> {
         if let Some(q) = queries.iter().find(|q| q.len() != self.dim) {
             return Err(IndexError::Dimension {
                 got: q.len(),
@@ -157,6 +169,9 @@ impl ExactIndex {
         // Min-heap of the best k so far: the root is the weakest kept hit.
         let mut heap: BinaryHeap<Weakest> = BinaryHeap::with_capacity(k + 1);
         for (slot, v) in self.vectors.chunks_exact(self.dim).enumerate() {
+            if !keep(self.ids[slot]) {
+                continue;
+            }
             let cosine = queries
                 .iter()
                 .map(|q| dot(q, v))

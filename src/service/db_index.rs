@@ -23,13 +23,15 @@ use std::cmp::Ordering as CmpOrdering;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use super::error::ServiceError;
-use super::vector_index::{Candidates, VectorIndex};
+use super::vector_index::{Candidates, FilterScope, VectorIndex};
+use crate::attributes::{Attributes, Filter};
 use crate::embedding::{dot, DbDescriptors, Descriptor};
 use crate::index::ann::AnnOptions;
+use crate::index::filtered::{AttrTable, FilterPlan, SCAN_MAX};
 use crate::index::snapshot;
 use crate::rules::fused_score;
 use crate::store::{DataId, DbInfo, DbRef, ImageStore};
@@ -75,6 +77,9 @@ pub struct DbIndex {
     gate: Arc<tokio::sync::RwLock<()>>,
     /// One per indexed descriptor, semantic first.
     indexes: Vec<VectorIndex>,
+    /// The attributes of the images that have any, for filtered searches; kept in step
+    /// with the store like the indexes.
+    attrs: RwLock<AttrTable>,
     /// Writes since the last snapshot.
     pub(super) changes: AtomicU64,
     pub(super) promoting: AtomicBool,
@@ -128,6 +133,7 @@ impl DbIndex {
             dir: snapshot::snapshot_dir(&settings.dir, &info.tenant, &info.name),
             gate: Arc::new(tokio::sync::RwLock::new(())),
             indexes,
+            attrs: RwLock::new(AttrTable::new()),
             changes: AtomicU64::new(0),
             promoting: AtomicBool::new(false),
         }
@@ -193,9 +199,17 @@ impl DbIndex {
         self.indexes.iter().any(VectorIndex::is_ann)
     }
 
-    /// Adds the vectors of an image the store has just made durable (those the database
-    /// indexes).
-    pub fn add(&self, id: DataId, vectors: ImageVectors<'_>) -> Result<(), ServiceError> {
+    /// Adds the vectors (those the database indexes) and attributes of an image the store
+    /// has just made durable.
+    pub fn add(
+        &self,
+        id: DataId,
+        vectors: ImageVectors<'_>,
+        attributes: &Attributes,
+    ) -> Result<(), ServiceError> {
+        if !attributes.is_empty() {
+            self.attrs_mut().set(id, attributes.clone());
+        }
         for ix in &self.indexes {
             match (ix.kind, vectors.copy) {
                 (Descriptor::Semantic, _) => ix.add(id, vectors.semantic)?,
@@ -207,8 +221,21 @@ impl DbIndex {
         Ok(())
     }
 
+    /// Sets the attributes of images the store has just updated.
+    pub fn set_attributes<'a>(&self, rows: impl IntoIterator<Item = (DataId, &'a Attributes)>) {
+        let mut attrs = self.attrs_mut();
+        for (id, a) in rows {
+            attrs.set(id, a.clone());
+        }
+    }
+
+    fn attrs_mut(&self) -> std::sync::RwLockWriteGuard<'_, AttrTable> {
+        self.attrs.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// Removes images the store has just deleted.
     pub fn remove(&self, ids: &[DataId]) -> Result<(), ServiceError> {
+        self.attrs_mut().remove(ids);
         for ix in &self.indexes {
             ix.remove(ids)?;
         }
@@ -219,16 +246,28 @@ impl DbIndex {
     /// The `k` best images for `query`, best first, and the database size. Each indexed
     /// descriptor with a query vector nominates its `max(k, rerank_candidates)` best; every
     /// nominee gets its exact cosines under every such descriptor, then
-    /// `rules::fused_score`. Blocking: call from a blocking thread.
+    /// `rules::fused_score`. With a `filter`, only images it keeps are nominated
+    /// (`index::filtered`). Blocking: call from a blocking thread.
     pub fn search(
         &self,
         store: &dyn ImageStore,
         query: &QueryVectors,
         k: usize,
         rerank_candidates: usize,
+        filter: Option<&Filter>,
     ) -> Result<(Vec<ScoredHit>, usize), ServiceError> {
         let want = k.max(rerank_candidates);
         let total = self.len();
+        let attrs = self.attrs.read().unwrap_or_else(PoisonError::into_inner);
+        let scope = filter.map(|filter| FilterScope {
+            attrs: &attrs,
+            filter,
+            plan: if self.is_ann() {
+                attrs.plan(filter, total, SCAN_MAX)
+            } else {
+                FilterPlan::Graph
+            },
+        });
         // id → (semantic cosine, copy cosine), filled in as they are known.
         let mut pool: HashMap<DataId, [Option<f32>; 2]> = HashMap::new();
         let used: Vec<(&VectorIndex, Vec<&[f32]>)> = self
@@ -238,7 +277,7 @@ impl DbIndex {
             .filter(|(_, qs)| !qs.is_empty())
             .collect();
         for (ix, qs) in &used {
-            match ix.candidates(qs, want)? {
+            match ix.candidates(qs, want, scope.as_ref())? {
                 Candidates::Scored(hits) => {
                     for h in hits {
                         pool.entry(h.id).or_default()[slot(ix.kind)] = Some(h.cosine);
@@ -381,6 +420,12 @@ pub(super) fn open_db(
         indexes.push(ix);
     }
     let ix = DbIndex::assemble(info, settings, indexes);
+    {
+        let mut attrs = ix.attrs_mut();
+        store.for_each_attributes(DbRef::new(&info.tenant, &info.name), &mut |id, a| {
+            attrs.set(id, a)
+        })?;
+    }
     ix.changes.store(changes, Ordering::Relaxed);
     if rebuilt {
         ix.snapshot_gated(store, settings)?;

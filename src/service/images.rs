@@ -26,11 +26,12 @@ use super::error::ServiceError;
 use super::list_token::{ListScope, ListTokenKey};
 use super::prepare::prepare;
 use super::registry::DbIndexes;
+use crate::attributes::{Attributes, Filter};
 use crate::fetch::ImageFetcher;
 use crate::rules::{ADD_IMAGE_MAX_BYTES, OFFSET_PAGING_LIMIT, SEARCH_IMAGE_MAX_BYTES};
 use crate::store::{
-    DataId, DbDescriptors, DbInfo, DbRef, Descriptor, ImageRecord, ImageSelector, ImageStore,
-    ListQuery, NewImage, Order, StoreError,
+    DataId, DbDescriptors, DbInfo, DbRef, Descriptor, ImageRecord, ImageStore, ListQuery, NewImage,
+    Order, StoreError,
 };
 use crate::vision::embedder::{EmbedInput, EmbeddingBatcher, Inference};
 
@@ -46,6 +47,14 @@ pub struct AddImage {
     pub entity_id: String,
     pub extra_data: String,
     pub source: ImageSource,
+    pub attributes: Attributes,
+}
+
+/// A parsed `Filter` with its text (a list token is valid only for the same filter).
+#[derive(Debug, Clone)]
+pub struct AttrFilter {
+    pub text: String,
+    pub filter: Filter,
 }
 
 pub struct ListImages {
@@ -55,6 +64,7 @@ pub struct ListImages {
     pub token: Option<String>,
     pub order: Order,
     pub entity_id_prefix: Option<String>,
+    pub filter: Option<AttrFilter>,
 }
 
 pub struct ImageList {
@@ -81,7 +91,7 @@ pub enum StoredImage {
 
 impl StoredImage {
     /// The message when the database has no such image.
-    fn not_found(&self, db: &str) -> String {
+    pub(super) fn not_found(&self, db: &str) -> String {
         match self {
             StoredImage::DataId(id) => format!(
                 "image database \"{db}\" has no image with DataId {id}; use a DataId that \
@@ -103,6 +113,8 @@ pub struct SearchImage {
     pub min_score: Option<f32>,
     /// Only the best match of each EntityId.
     pub distinct_entity: bool,
+    /// Only images whose attributes pass it.
+    pub filter: Option<Filter>,
 }
 
 /// What SearchImage keeps of the ranked hits.
@@ -278,6 +290,7 @@ impl ImageService {
                         embedding: &embedding,
                         copy_embedding: copy.as_deref(),
                         thumbnail: thumbnail.as_deref(),
+                        attributes: &req.attributes,
                     },
                 )?;
                 index.add(
@@ -286,6 +299,7 @@ impl ImageService {
                         semantic: &embedding,
                         copy: copy.as_deref(),
                     },
+                    &record.attributes,
                 )?;
                 Ok(record)
             })
@@ -324,6 +338,7 @@ impl ImageService {
             db: &req.db,
             order: req.order,
             entity_id_prefix: prefix.as_deref(),
+            filter: req.filter.as_ref().map(|f| f.text.as_str()),
         };
         let after = match req.token.as_deref().filter(|t| !t.is_empty()) {
             Some(token) => {
@@ -352,6 +367,7 @@ impl ImageService {
         let page = {
             let (t, d, p) = (tenant.to_string(), req.db.clone(), prefix.clone());
             let (order, offset, limit) = (req.order, req.offset, req.limit);
+            let filter = req.filter.as_ref().map(|f| f.filter.clone());
             self.blocking_store(move |s| {
                 s.list_images(
                     DbRef::new(&t, &d),
@@ -361,6 +377,7 @@ impl ImageService {
                         after,
                         offset,
                         limit,
+                        filter: filter.as_ref(),
                     },
                 )
             })
@@ -403,8 +420,9 @@ impl ImageService {
             let (hits, total) = {
                 let (index, store, queries) = (index.clone(), self.store.clone(), queries.clone());
                 let rerank = self.indexes.settings().rerank;
+                let attr_filter = req.filter.clone();
                 tokio::task::spawn_blocking(move || {
-                    index.search(store.as_ref(), &queries, k, rerank)
+                    index.search(store.as_ref(), &queries, k, rerank, attr_filter.as_ref())
                 })
                 .await
                 .map_err(|e| ServiceError::Internal(e.to_string()))??
@@ -495,31 +513,6 @@ impl ImageService {
         found.ok_or_else(|| ServiceError::ImageNotFound(stored.not_found(db)))
     }
 
-    /// UpdateImage (ours): new ExtraData for one image or every image of an entity, without
-    /// re-embedding. Returns how many images changed; none is `ImageNotFound`.
-    pub async fn update_extra_data(
-        &self,
-        tenant: &str,
-        db: &str,
-        which: StoredImage,
-        extra_data: String,
-    ) -> Result<u64, ServiceError> {
-        let (t, d, w) = (tenant.to_string(), db.to_string(), which.clone());
-        let changed = self
-            .blocking_store(move |s| {
-                let selector = match &w {
-                    StoredImage::DataId(id) => ImageSelector::DataId(*id),
-                    StoredImage::Entity(e) => ImageSelector::Entity(e),
-                };
-                s.update_extra_data(DbRef::new(&t, &d), selector, &extra_data)
-            })
-            .await?;
-        if changed == 0 {
-            return Err(ServiceError::ImageNotFound(which.not_found(db)));
-        }
-        Ok(changed)
-    }
-
     /// The thumbnail of any image by id (for a link the API layer signed and verified).
     pub async fn thumbnail_by_id(&self, id: DataId) -> Result<Option<Vec<u8>>, ServiceError> {
         self.blocking_store(move |s| s.thumbnail_by_id(id)).await
@@ -595,7 +588,7 @@ impl ImageService {
     /// The database's current index with a writer's share of its gate. A database deleted
     /// (or deleted and re-created) while the caller waited for the gate is looked up again,
     /// so a write never lands in the store of one database and the index of another.
-    async fn gated_index(
+    pub(super) async fn gated_index(
         &self,
         tenant: &str,
         db: &str,
@@ -612,7 +605,7 @@ impl ImageService {
     /// Runs a write — the store's step and the index's — as one blocking task. Once started
     /// it runs to the end even when the request is cancelled (a client that disconnects
     /// drops the handler's future, not a blocking task), so store and index never part.
-    async fn write_through<T, F>(&self, f: F) -> Result<T, ServiceError>
+    pub(super) async fn write_through<T, F>(&self, f: F) -> Result<T, ServiceError>
     where
         T: Send + 'static,
         F: FnOnce(&dyn ImageStore, &DbIndexes) -> Result<T, ServiceError> + Send + 'static,
@@ -664,3 +657,4 @@ impl Drop for ImageService {
 
 #[cfg(test)]
 mod tests;
+mod update;

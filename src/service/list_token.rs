@@ -50,6 +50,8 @@ pub struct ListScope<'a> {
     pub order: Order,
     /// `None` and `Some("")` are the same scope (no filter), as in `store::ListQuery`.
     pub entity_id_prefix: Option<&'a str>,
+    /// The `Filter` text, as sent; `None` and `Some("")` are the same scope.
+    pub filter: Option<&'a str>,
 }
 
 /// A token that cannot continue this request. The API answers 400 `InvalidParameter` with
@@ -241,6 +243,12 @@ fn feed(mac: &mut Hmac<Sha256>, scope: &ListScope<'_>, id: &[u8; 8]) {
         Order::Asc => b'a',
         Order::Desc => b'd',
     }]);
+    // Only when there is one, so tokens issued before filters existed stay valid.
+    if let Some(f) = scope.filter.filter(|f| !f.is_empty()) {
+        mac.update(b"f");
+        mac.update(&(f.len() as u64).to_be_bytes());
+        mac.update(f.as_bytes());
+    }
     mac.update(id);
 }
 
@@ -265,6 +273,7 @@ mod tests {
             db,
             order,
             entity_id_prefix: prefix,
+            filter: None,
         }
     }
 
@@ -285,6 +294,28 @@ mod tests {
         let none = scope("AKID", "default", Order::Asc, None);
         let empty = scope("AKID", "default", Order::Asc, Some(""));
         assert_eq!(key.resume(&empty, &key.issue(&none, id(7))), Ok(id(7)));
+        // A Filter is part of the scope: its token does not continue another filter's list.
+        let red = ListScope {
+            filter: Some("str_attr = 'red'"),
+            ..none
+        };
+        let blue = ListScope {
+            filter: Some("str_attr = 'blue'"),
+            ..none
+        };
+        let t = key.issue(&red, id(9));
+        assert_eq!(key.resume(&red, &t), Ok(id(9)));
+        assert!(key.resume(&blue, &t).is_err() && key.resume(&none, &t).is_err());
+        assert_eq!(
+            key.resume(
+                &ListScope {
+                    filter: Some(""),
+                    ..none
+                },
+                &key.issue(&none, id(3))
+            ),
+            Ok(id(3))
+        );
     }
 
     #[test]

@@ -16,8 +16,10 @@ use std::time::Instant;
 
 use super::db_index::IndexSettings;
 use super::error::ServiceError;
+use crate::attributes::Filter;
 use crate::embedding::Descriptor;
 use crate::index::ann::AnnIndex;
+use crate::index::filtered::{ann_candidates, AttrTable, FilterPlan};
 use crate::index::snapshot;
 use crate::index::{ExactIndex, Hit};
 use crate::store::{DataId, DbInfo, DbRef, EmbeddingSet, ImageStore};
@@ -41,6 +43,13 @@ pub(super) enum Candidates {
     Scored(Vec<Hit>),
     /// Ids to re-rank with full-precision vectors (an ANN index).
     Ids(Vec<DataId>),
+}
+
+/// A search's `Filter` with the database's attributes and, for ANN indexes, how it runs.
+pub(super) struct FilterScope<'a> {
+    pub(super) attrs: &'a AttrTable,
+    pub(super) filter: &'a Filter,
+    pub(super) plan: FilterPlan,
 }
 
 /// Where a descriptor's snapshot lives inside the database's snapshot directory.
@@ -95,20 +104,39 @@ impl VectorIndex {
         }
     }
 
-    /// The `want` best images for `queries` (best cosine over them).
+    /// The `want` best images for `queries` (best cosine over them), among those `filter`
+    /// keeps when there is one.
     pub(super) fn candidates(
         &self,
         queries: &[&[f32]],
         want: usize,
+        filter: Option<&FilterScope<'_>>,
     ) -> Result<Candidates, ServiceError> {
-        match &*self.read() {
-            Searcher::Exact(ix) => Ok(Candidates::Scored(
+        match (&*self.read(), filter) {
+            (Searcher::Exact(ix), None) => Ok(Candidates::Scored(
                 ix.search_max(queries, want).map_err(internal)?,
             )),
-            Searcher::Ann(ix) => {
+            (Searcher::Exact(ix), Some(f)) => {
+                let keep = |id: DataId| f.attrs.matches(id, f.filter);
+                Ok(Candidates::Scored(
+                    ix.search_max_where(queries, want, &keep)
+                        .map_err(internal)?,
+                ))
+            }
+            (Searcher::Ann(ix), filter) => {
                 let mut ids: Vec<DataId> = Vec::with_capacity(want * queries.len());
-                for q in queries {
-                    ids.extend(ix.search(q, want).map_err(internal)?.iter().map(|h| h.id));
+                match filter {
+                    None => {
+                        for q in queries {
+                            ids.extend(ix.search(q, want).map_err(internal)?.iter().map(|h| h.id));
+                        }
+                    }
+                    Some(f) => ids.extend(
+                        ann_candidates(ix, f.attrs, f.filter, &f.plan, queries, want)
+                            .map_err(internal)?
+                            .iter()
+                            .map(|h| h.id),
+                    ),
                 }
                 ids.sort_unstable();
                 ids.dedup();

@@ -21,6 +21,7 @@ pub use sqlite::SqliteStore;
 use std::fmt;
 use std::str::FromStr;
 
+pub use crate::attributes::{Attributes, Filter};
 pub use crate::embedding::{DbDescriptors, Descriptor};
 
 /// Names one image database: databases are unique per tenant (access key id), not globally.
@@ -135,6 +136,8 @@ pub struct NewImage<'a> {
     /// A small JPEG made by the caller; stored apart from the record so that listing and
     /// searching never read it.
     pub thumbnail: Option<&'a [u8]>,
+    /// `IntAttr…`/`StrAttr…` (checked by the API layer); [`Attributes::NONE`] when unset.
+    pub attributes: &'a Attributes,
 }
 
 /// One stored image without its embedding and thumbnail.
@@ -146,8 +149,17 @@ pub struct ImageRecord {
     pub image_url: String,
     /// Epoch milliseconds.
     pub created_at: i64,
-    /// Epoch milliseconds; equal to `created_at` until images can be modified.
+    /// Epoch milliseconds; equal to `created_at` until the image is updated.
     pub updated_at: i64,
+    pub attributes: Attributes,
+}
+
+/// What an UpdateImage changes: ExtraData when given, and every attribute `attributes` sets
+/// (the others keep their value).
+#[derive(Clone, Copy, Debug)]
+pub struct ImageUpdate<'a> {
+    pub extra_data: Option<&'a str>,
+    pub attributes: &'a Attributes,
 }
 
 /// A ListImages query. `after` (keyset paging) and `offset` combine: skip `offset` matching
@@ -160,6 +172,8 @@ pub struct ListQuery<'a> {
     pub entity_id_prefix: Option<&'a str>,
     /// Only records strictly after this id in `order` (the continuation point).
     pub after: Option<DataId>,
+    /// Only records whose attributes pass this `Filter` (`total_count` counts those too).
+    pub filter: Option<&'a Filter>,
     pub offset: u64,
     pub limit: u32,
 }
@@ -340,13 +354,22 @@ pub trait ImageStore: Send + Sync {
     /// are unique in the store); for links the server signed. `None` when there is none.
     fn thumbnail_by_id(&self, id: DataId) -> Result<Option<Vec<u8>>, StoreError>;
 
-    /// Sets the ExtraData (and UpdatedAt) of the images `which` names, in one transaction;
-    /// vectors and index are untouched. Returns how many images changed (0: none matched).
-    fn update_extra_data(
+    /// Applies `update` (and a new UpdatedAt) to the images `which` names, in one
+    /// transaction; vectors are untouched. Returns the records as they are now, ascending
+    /// (empty: none matched).
+    fn update_images(
         &self,
         db: DbRef<'_>,
         which: ImageSelector<'_>,
-        extra_data: &str,
+        update: &ImageUpdate<'_>,
+    ) -> Result<Vec<ImageRecord>, StoreError>;
+
+    /// Calls `visit` with the id and attributes of every image of the database that has at
+    /// least one attribute set, ascending (for the search index's attribute table).
+    fn for_each_attributes(
+        &self,
+        db: DbRef<'_>,
+        visit: &mut dyn FnMut(DataId, Attributes),
     ) -> Result<u64, StoreError>;
 
     /// The first (oldest) image of the entity, `None` when the database has no image of that

@@ -45,10 +45,21 @@ fn and_binds_tighter_than_or_and_parentheses_group() {
 #[test]
 fn unset_attributes_fail_positive_tests_and_pass_negative_ones() {
     let none = Attributes::NONE;
-    for f in ["int_attr=0", "int_attr>-5", "int_attr in (0)", "str_attr=\"\"", "str_attr in ('a')"] {
+    for f in [
+        "int_attr=0",
+        "int_attr>-5",
+        "int_attr in (0)",
+        "str_attr=\"\"",
+        "str_attr in ('a')",
+    ] {
         assert!(!eval(f, &none), "{f}");
     }
-    for f in ["int_attr!=0", "int_attr not in (0)", "str_attr!=\"a\"", "str_attr not in ('a')"] {
+    for f in [
+        "int_attr!=0",
+        "int_attr not in (0)",
+        "str_attr!=\"a\"",
+        "str_attr not in ('a')",
+    ] {
         assert!(eval(f, &none), "{f}");
     }
     assert!(Filter::parse("str_attr != 'red'").unwrap().matches_unset());
@@ -71,11 +82,19 @@ fn errors_name_the_position_and_what_was_expected() {
         ("int_attr ~ 3", 10, "expected an operator after int_attr (>"),
         ("str_attr > 'a'", 10, "strings have no order"),
         ("int_attr = 'a'", 12, "expected a whole number"),
-        ("int_attr = 99999999999999999999", 12, "expected a whole number"),
+        (
+            "int_attr = 99999999999999999999",
+            12,
+            "expected a whole number",
+        ),
         ("str_attr = red", 12, "expected a quoted string"),
         ("str_attr = 'red", 12, "no closing '"),
         ("int_attr = 1 AND", 17, "expected an attribute"),
-        ("int_attr = 1 int_attr2 = 2", 14, "expected AND, OR or the end"),
+        (
+            "int_attr = 1 int_attr2 = 2",
+            14,
+            "expected AND, OR or the end",
+        ),
         ("(int_attr = 1", 14, "expected ) or AND/OR"),
         ("int_attr in 1, 2", 13, "expected ( and a list"),
         ("int_attr in (1 2)", 16, "expected , or )"),
@@ -85,7 +104,9 @@ fn errors_name_the_position_and_what_was_expected() {
         let e = Filter::parse(text).expect_err(text);
         assert_eq!(e.at, at, "{text}: {e}");
         assert!(e.to_string().contains(words), "{text}: {e}");
-        assert!(e.to_string().starts_with(&format!("Filter is invalid at character {at}: ")));
+        assert!(e
+            .to_string()
+            .starts_with(&format!("Filter is invalid at character {at}: ")));
     }
 }
 

@@ -517,6 +517,7 @@ fn service_latency(
                 embedding: s,
                 copy_embedding: Some(c),
                 thumbnail: None,
+                attributes: &crate::store::Attributes::NONE,
             })
             .collect();
         store.add_images(dbref, &batch)?;
@@ -550,6 +551,7 @@ fn service_latency(
                 limit: 10,
                 min_score: None,
                 distinct_entity: false,
+                filter: None,
             },
         ))?;
         std::hint::black_box(matches);

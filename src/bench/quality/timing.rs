@@ -157,6 +157,7 @@ pub(super) fn service_latency(
                         limit: 10,
                         min_score: None,
                         distinct_entity: false,
+                        filter: None,
                     },
                 ))?;
                 std::hint::black_box(matches);

@@ -25,6 +25,7 @@ fn record(n: u64, entity: &str) -> ImageRecord {
         image_url: String::new(),
         created_at: 0,
         updated_at: 0,
+        attributes: Attributes::NONE,
     }
 }
 
@@ -219,13 +220,20 @@ mod write_safety {
         fn thumbnail_by_id(&self, id: DataId) -> Result<Option<Vec<u8>>, StoreError> {
             self.inner.thumbnail_by_id(id)
         }
-        fn update_extra_data(
+        fn update_images(
             &self,
             db: DbRef<'_>,
-            which: ImageSelector<'_>,
-            extra_data: &str,
+            which: crate::store::ImageSelector<'_>,
+            update: &crate::store::ImageUpdate<'_>,
+        ) -> Result<Vec<ImageRecord>, StoreError> {
+            self.inner.update_images(db, which, update)
+        }
+        fn for_each_attributes(
+            &self,
+            db: DbRef<'_>,
+            visit: &mut dyn FnMut(DataId, Attributes),
         ) -> Result<u64, StoreError> {
-            self.inner.update_extra_data(db, which, extra_data)
+            self.inner.for_each_attributes(db, visit)
         }
         fn first_image_of_entity(
             &self,
@@ -318,6 +326,7 @@ mod write_safety {
             entity_id: entity.into(),
             extra_data: String::new(),
             source: ImageSource::Bytes(bytes),
+            attributes: Attributes::NONE,
         }
     }
 
@@ -400,6 +409,7 @@ mod write_safety {
                     limit: 5,
                     min_score: None,
                     distinct_entity: false,
+                    filter: None,
                 },
             )
             .await
@@ -524,6 +534,7 @@ mod write_safety {
                     limit: 3,
                     min_score: None,
                     distinct_entity: false,
+                    filter: None,
                 },
             )
             .await

@@ -65,6 +65,7 @@ fn store_add_with(
                         embedding: &v,
                         copy_embedding: with_copy.then_some(c.as_slice()),
                         thumbnail: None,
+                        attributes: &crate::store::Attributes::NONE,
                     },
                 )
                 .unwrap()
@@ -78,7 +79,7 @@ fn top(ix: &DbIndex, store: &dyn ImageStore, seed: u64) -> ScoredHit {
         semantic: vec![unit(seed)],
         copy: Some(copy_of(seed)),
     };
-    ix.search(store, &q, 3, 40).unwrap().0[0]
+    ix.search(store, &q, 3, 40, None).unwrap().0[0]
 }
 
 #[test]
@@ -99,7 +100,8 @@ fn promotes_at_the_threshold_and_reloads_the_snapshot_in_step_with_the_store() {
             semantic: &v,
             copy: Some(&c),
         };
-        ix.add(id, vectors).unwrap();
+        ix.add(id, vectors, &crate::store::Attributes::NONE)
+            .unwrap();
     }
     ix.promote(store.as_ref(), indexes.settings()).unwrap();
     assert!(ix.is_ann());
@@ -229,7 +231,7 @@ fn images_stored_before_copy_descriptors_are_found_by_their_semantic_vector() {
             semantic: vec![unit(10_000)],
             copy: Some(copy_of(45)),
         };
-        let hit = ix.search(store.as_ref(), &q, 3, 40).unwrap().0[0];
+        let hit = ix.search(store.as_ref(), &q, 3, 40, None).unwrap().0[0];
         assert_eq!((hit.id, hit.score), (new[5], 10.0));
         // Backfilled descriptors reach the index after a restart.
         let backfill: Vec<(DataId, Vec<f32>)> = old
@@ -252,8 +254,105 @@ fn images_stored_before_copy_descriptors_are_found_by_their_semantic_vector() {
             copy: Some(copy_of(5)),
         };
         assert_eq!(
-            ix.search(store.as_ref(), &q, 3, 40).unwrap().0[0].id,
+            ix.search(store.as_ref(), &q, 3, 40, None).unwrap().0[0].id,
             old[5]
         );
+    }
+}
+
+/// Adds images `seeds` to the store with `int_attr = seed % 10` (none for seeds ≥ 1000).
+fn store_add_attributed(store: &SqliteStore, db: DbRef<'_>, seeds: std::ops::Range<u64>) {
+    for i in seeds {
+        let (v, c) = (unit(i), copy_of(i));
+        let mut a = crate::store::Attributes::NONE;
+        a.ints[0] = (i < 1000).then_some((i % 10) as i64);
+        store
+            .add_image(
+                db,
+                &NewImage {
+                    entity_id: &format!("e{i}"),
+                    extra_data: "",
+                    image_url: "",
+                    embedding: &v,
+                    copy_embedding: Some(&c),
+                    thumbnail: None,
+                    attributes: &a,
+                },
+            )
+            .unwrap();
+    }
+}
+
+#[test]
+fn filtered_search_returns_the_best_passing_images_exact_and_ann() {
+    use crate::attributes::Filter;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteStore::open(dir.path()).unwrap());
+    let db = DbRef::new("t", "shop");
+    store.create_db(db).unwrap();
+    store_add_attributed(&store, db, 0..300);
+    store_add_attributed(&store, db, 1000..1020);
+    let records = store
+        .get_images(db, &store.list_ids(db, Descriptor::Semantic).unwrap())
+        .unwrap();
+    // Exact truth: rank every passing image by the fused score of its two cosines.
+    let truth = |seed: u64, f: &Filter| -> Vec<DataId> {
+        let (q, qc) = (unit(seed), copy_of(seed));
+        let sem = store.load_embeddings(db, Descriptor::Semantic).unwrap();
+        let cop = store.load_embeddings(db, Descriptor::Copy).unwrap();
+        let mut scored: Vec<(f32, DataId)> = records
+            .iter()
+            .filter(|r| f.matches(&r.attributes))
+            .map(|r| {
+                let i = sem.ids.iter().position(|x| *x == r.data_id).unwrap();
+                let s = crate::embedding::dot(&q, sem.vector(i).unwrap());
+                let c = crate::embedding::dot(&qc, cop.vector(i).unwrap());
+                let score =
+                    crate::rules::fused_score(crate::store::DbDescriptors::Both, Some(s), Some(c));
+                (score, r.data_id)
+            })
+            .collect();
+        scored.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        scored.into_iter().take(10).map(|(_, id)| id).collect()
+    };
+    for threshold in [10_000, 100] {
+        let indexes = DbIndexes::open(store.clone(), settings(dir.path(), threshold)).unwrap();
+        let ix = indexes.get("t", "shop").unwrap();
+        assert_eq!(ix.is_ann(), threshold == 100);
+        for text in [
+            "int_attr = 3",
+            "int_attr != 3",
+            "int_attr in (1, 2) OR int_attr > 8",
+        ] {
+            let f = Filter::parse(text).unwrap();
+            for seed in [13, 14, 1005] {
+                let q = QueryVectors {
+                    semantic: vec![unit(seed)],
+                    copy: Some(copy_of(seed)),
+                };
+                let (hits, _) = ix.search(store.as_ref(), &q, 10, 40, Some(&f)).unwrap();
+                let got: Vec<DataId> = hits.iter().map(|h| h.id).collect();
+                assert_eq!(
+                    got,
+                    truth(seed, &f),
+                    "threshold {threshold}, {text}, seed {seed}"
+                );
+            }
+        }
+        // An update moves an image into the filter at once.
+        let id = records[14].data_id;
+        let mut a = crate::store::Attributes::NONE;
+        a.ints[0] = Some(3);
+        ix.set_attributes([(id, &a)]);
+        let q = QueryVectors {
+            semantic: vec![unit(14)],
+            copy: Some(copy_of(14)),
+        };
+        let f = Filter::parse("int_attr = 3").unwrap();
+        assert_eq!(
+            ix.search(store.as_ref(), &q, 1, 40, Some(&f)).unwrap().0[0].id,
+            id
+        );
+        ix.set_attributes([(id, &records[14].attributes)]);
     }
 }

@@ -109,6 +109,7 @@ mod tests {
                     embedding: &[0.5; 4],
                     copy_embedding: None,
                     thumbnail: Some(&[1, 2, 3]),
+                    attributes: &crate::store::Attributes::NONE,
                 },
             )
             .unwrap();

@@ -5,7 +5,7 @@
 use super::rows::{encode_embedding, require_db, sql_id};
 use super::{lock, now_micros, now_millis, DataIdGen, Writer};
 use crate::embedding::COPY_DIM;
-use crate::store::{DbRef, ImageRecord, NewImage, StoreError, StoreOptions};
+use crate::store::{Attributes, DbRef, ImageRecord, NewImage, StoreError, StoreOptions};
 use rusqlite::{params, Connection, TransactionBehavior};
 use std::sync::{mpsc, Mutex};
 
@@ -68,6 +68,7 @@ pub(super) struct OwnedImage {
     pub(super) embedding: Vec<f32>,
     pub(super) copy_embedding: Option<Vec<f32>>,
     pub(super) thumbnail: Option<Vec<u8>>,
+    pub(super) attributes: Attributes,
 }
 
 impl From<&NewImage<'_>> for OwnedImage {
@@ -79,6 +80,7 @@ impl From<&NewImage<'_>> for OwnedImage {
             embedding: i.embedding.to_vec(),
             copy_embedding: i.copy_embedding.map(<[f32]>::to_vec),
             thumbnail: i.thumbnail.map(<[u8]>::to_vec),
+            attributes: i.attributes.clone(),
         }
     }
 }
@@ -92,6 +94,7 @@ impl OwnedImage {
             embedding: &self.embedding,
             copy_embedding: self.copy_embedding.as_deref(),
             thumbnail: self.thumbnail.as_deref(),
+            attributes: &self.attributes,
         }
     }
 }
@@ -219,8 +222,10 @@ pub(super) fn insert_images(
     }
     let mut insert_image = conn.prepare_cached(
         "INSERT INTO images(data_id, db_id, entity_id, extra_data, image_url,
-                            created_at, updated_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
+                            created_at, updated_at,
+                            int_attr, int_attr2, int_attr3, int_attr4,
+                            str_attr, str_attr2, str_attr3, str_attr4)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
     )?;
     let mut insert_vec =
         conn.prepare_cached("INSERT INTO image_vectors(data_id, vec) VALUES (?1, ?2)")?;
@@ -234,13 +239,22 @@ pub(super) fn insert_images(
         let data_id = ids.next(now_micros())?;
         let created_at = now_millis();
         let key = sql_id(data_id);
+        let (ints, strs) = (&image.attributes.ints, &image.attributes.strs);
         insert_image.execute(params![
             key,
             row.id,
             image.entity_id,
             image.extra_data,
             image.image_url,
-            created_at
+            created_at,
+            ints[0],
+            ints[1],
+            ints[2],
+            ints[3],
+            strs[0],
+            strs[1],
+            strs[2],
+            strs[3],
         ])?;
         encode_embedding(image.embedding, &mut blob);
         insert_vec.execute(params![key, blob])?;
@@ -258,6 +272,7 @@ pub(super) fn insert_images(
             image_url: image.image_url.to_owned(),
             created_at,
             updated_at: created_at,
+            attributes: image.attributes.clone(),
         });
     }
     conn.prepare_cached(

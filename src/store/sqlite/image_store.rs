@@ -3,16 +3,19 @@
 //! (`committer`).
 
 use super::committer::{check_copy_embedding, check_embeddings, OwnedImage, PendingAdd};
+use super::filter_sql::push_filter;
 use super::rows::{
-    count_from_sql, data_id_from_sql, decode_embedding, find_db, image_convert, image_from,
-    list_dbs_where, prefix_successor, require_db, sql_id, IMAGE_COLUMNS,
+    attributes_from, count_from_sql, data_id_from_sql, decode_embedding, find_db, image_convert,
+    image_from, list_dbs_where, prefix_successor, require_db, sql_id, ATTRIBUTE_COLUMNS,
+    IMAGE_COLUMNS,
 };
 use super::schema::raise_data_id_floor;
 use super::{now_millis, SqliteStore, Writer};
+use crate::attributes::Slot;
 use crate::rules::is_valid_db_name;
 use crate::store::{
-    DataId, DbDescriptors, DbInfo, DbRef, Descriptor, EmbeddingSet, ImagePage, ImageRecord,
-    ImageSelector, ImageStore, ListQuery, NewImage, Order, StoreError,
+    Attributes, DataId, DbDescriptors, DbInfo, DbRef, Descriptor, EmbeddingSet, ImagePage,
+    ImageRecord, ImageSelector, ImageStore, ImageUpdate, ListQuery, NewImage, Order, StoreError,
 };
 use rusqlite::types::Value;
 use rusqlite::{params, params_from_iter, OptionalExtension, TransactionBehavior};
@@ -167,7 +170,11 @@ impl ImageStore for SqliteStore {
                     args.push(Value::Text(upper));
                 }
             }
-            let total_count = if prefix.is_some() {
+            if let Some(f) = query.filter {
+                filter.push_str(" AND ");
+                push_filter(f, &mut filter, &mut args);
+            }
+            let total_count = if prefix.is_some() || query.filter.is_some() {
                 let n: i64 = tx
                     .prepare_cached(&format!("SELECT count(*) FROM images WHERE {filter}"))?
                     .query_row(params_from_iter(args.iter()), |r| r.get(0))?;
@@ -256,34 +263,88 @@ impl ImageStore for SqliteStore {
         })
     }
 
-    fn update_extra_data(
+    fn update_images(
         &self,
         db: DbRef<'_>,
         which: ImageSelector<'_>,
-        extra_data: &str,
-    ) -> Result<u64, StoreError> {
+        update: &ImageUpdate<'_>,
+    ) -> Result<Vec<ImageRecord>, StoreError> {
         let mut guard = self.writer();
         let tx = guard
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let row = require_db(&tx, db)?;
-        let now = now_millis();
-        let changed = match which {
-            ImageSelector::DataId(id) => tx
-                .prepare_cached(
-                    "UPDATE images SET extra_data = ?1, updated_at = ?2
-                     WHERE data_id = ?3 AND db_id = ?4",
-                )?
-                .execute(params![extra_data, now, sql_id(id), row.id])?,
-            ImageSelector::Entity(entity) => tx
-                .prepare_cached(
-                    "UPDATE images SET extra_data = ?1, updated_at = ?2
-                     WHERE db_id = ?3 AND entity_id = ?4",
-                )?
-                .execute(params![extra_data, now, row.id, entity])?,
+        let mut sets = String::from("updated_at = ?");
+        let mut args = vec![Value::Integer(now_millis())];
+        if let Some(extra) = update.extra_data {
+            sets.push_str(", extra_data = ?");
+            args.push(Value::Text(extra.to_owned()));
+        }
+        for (slot, v) in update.attributes.ints.iter().enumerate() {
+            if let Some(v) = v {
+                sets.push_str(&format!(", {} = ?", Slot::Int(slot).filter_name()));
+                args.push(Value::Integer(*v));
+            }
+        }
+        for (slot, v) in update.attributes.strs.iter().enumerate() {
+            if let Some(v) = v {
+                sets.push_str(&format!(", {} = ?", Slot::Str(slot).filter_name()));
+                args.push(Value::Text(v.clone()));
+            }
+        }
+        let scope = match which {
+            ImageSelector::DataId(id) => {
+                args.push(Value::Integer(sql_id(id)));
+                "data_id = ?"
+            }
+            ImageSelector::Entity(entity) => {
+                args.push(Value::Text(entity.to_owned()));
+                "entity_id = ?"
+            }
         };
+        args.push(Value::Integer(row.id));
+        let records = tx
+            .prepare_cached(&format!(
+                "UPDATE images SET {sets} WHERE {scope} AND db_id = ?
+                 RETURNING {IMAGE_COLUMNS}"
+            ))?
+            .query_map(params_from_iter(args.iter()), image_from)?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        let mut records = records
+            .into_iter()
+            .map(image_convert)
+            .collect::<Result<Vec<_>, _>>()?;
         tx.commit()?;
-        Ok(changed as u64)
+        records.sort_by_key(|r| r.data_id);
+        Ok(records)
+    }
+
+    fn for_each_attributes(
+        &self,
+        db: DbRef<'_>,
+        visit: &mut dyn FnMut(DataId, Attributes),
+    ) -> Result<u64, StoreError> {
+        self.with_reader(|conn| {
+            let tx = conn.transaction()?;
+            let row = require_db(&tx, db)?;
+            let any_set = ATTRIBUTE_COLUMNS
+                .split(", ")
+                .map(|c| format!("{c} IS NOT NULL"))
+                .collect::<Vec<_>>()
+                .join(" OR ");
+            let mut stmt = tx.prepare_cached(&format!(
+                "SELECT data_id, {ATTRIBUTE_COLUMNS} FROM images
+                 WHERE db_id = ?1 AND ({any_set}) ORDER BY data_id"
+            ))?;
+            let mut rows = stmt.query(params![row.id])?;
+            let mut n = 0;
+            while let Some(r) = rows.next()? {
+                let id = data_id_from_sql(r.get(0)?)?;
+                visit(id, attributes_from(r, 1)?);
+                n += 1;
+            }
+            Ok(n)
+        })
     }
 
     fn first_image_of_entity(

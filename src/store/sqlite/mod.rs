@@ -30,6 +30,7 @@
 
 pub mod backup;
 mod committer;
+mod filter_sql;
 mod image_store;
 mod rows;
 mod schema;
@@ -237,5 +238,7 @@ fn now_millis() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
+#[cfg(test)]
+mod attribute_tests;
 #[cfg(test)]
 mod tests;

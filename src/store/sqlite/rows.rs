@@ -2,11 +2,16 @@
 //! conversions, database and image rows, embedding BLOBs. Not here: SQL that changes data.
 
 use crate::embedding::DbDescriptors;
-use crate::store::{DataId, DbInfo, DbRef, ImageRecord, StoreError};
+use crate::store::{Attributes, DataId, DbInfo, DbRef, ImageRecord, StoreError};
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
 pub(super) const IMAGE_COLUMNS: &str =
-    "data_id, entity_id, extra_data, image_url, created_at, updated_at";
+    "data_id, entity_id, extra_data, image_url, created_at, updated_at, \
+     int_attr, int_attr2, int_attr3, int_attr4, str_attr, str_attr2, str_attr3, str_attr4";
+/// The attribute columns, in `Attributes` order (ints, then strings); they are named as the
+/// `Filter` grammar names the attributes (`Slot::filter_name`).
+pub(super) const ATTRIBUTE_COLUMNS: &str =
+    "int_attr, int_attr2, int_attr3, int_attr4, str_attr, str_attr2, str_attr3, str_attr4";
 /// `DataId` guarantees the value fits an i64.
 pub(super) fn sql_id(id: DataId) -> i64 {
     i64::try_from(id.as_u64()).unwrap_or(i64::MAX)
@@ -120,28 +125,49 @@ pub(super) fn list_dbs_where(
         .collect()
 }
 
-pub(super) type RawImage = (i64, String, String, String, i64, i64);
+pub(super) struct RawImage {
+    data_id: i64,
+    entity_id: String,
+    extra_data: String,
+    image_url: String,
+    created_at: i64,
+    updated_at: i64,
+    attributes: Attributes,
+}
 
 pub(super) fn image_from(row: &Row<'_>) -> rusqlite::Result<RawImage> {
-    Ok((
-        row.get(0)?,
-        row.get(1)?,
-        row.get(2)?,
-        row.get(3)?,
-        row.get(4)?,
-        row.get(5)?,
-    ))
+    Ok(RawImage {
+        data_id: row.get(0)?,
+        entity_id: row.get(1)?,
+        extra_data: row.get(2)?,
+        image_url: row.get(3)?,
+        created_at: row.get(4)?,
+        updated_at: row.get(5)?,
+        attributes: attributes_from(row, 6)?,
+    })
+}
+
+/// The eight attribute columns starting at column `first` ([`ATTRIBUTE_COLUMNS`] order).
+pub(super) fn attributes_from(row: &Row<'_>, first: usize) -> rusqlite::Result<Attributes> {
+    let mut a = Attributes::NONE;
+    for (i, v) in a.ints.iter_mut().enumerate() {
+        *v = row.get(first + i)?;
+    }
+    for (i, v) in a.strs.iter_mut().enumerate() {
+        *v = row.get(first + 4 + i)?;
+    }
+    Ok(a)
 }
 
 pub(super) fn image_convert(raw: RawImage) -> Result<ImageRecord, StoreError> {
-    let (data_id, entity_id, extra_data, image_url, created_at, updated_at) = raw;
     Ok(ImageRecord {
-        data_id: data_id_from_sql(data_id)?,
-        entity_id,
-        extra_data,
-        image_url,
-        created_at,
-        updated_at,
+        data_id: data_id_from_sql(raw.data_id)?,
+        entity_id: raw.entity_id,
+        extra_data: raw.extra_data,
+        image_url: raw.image_url,
+        created_at: raw.created_at,
+        updated_at: raw.updated_at,
+        attributes: raw.attributes,
     })
 }
 

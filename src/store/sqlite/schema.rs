@@ -64,6 +64,16 @@ pub(super) const MIGRATIONS: &[&str] = &[
         vec     BLOB NOT NULL
     );
     ALTER TABLE image_dbs ADD COLUMN descriptors INTEGER NOT NULL DEFAULT 0;",
+    // 3: attributes (IntAttr…4, StrAttr…4; NULL when unset). Adding nullable columns
+    // rewrites nothing, so the step is instant on any size of store.
+    "ALTER TABLE images ADD COLUMN int_attr INTEGER;
+    ALTER TABLE images ADD COLUMN int_attr2 INTEGER;
+    ALTER TABLE images ADD COLUMN int_attr3 INTEGER;
+    ALTER TABLE images ADD COLUMN int_attr4 INTEGER;
+    ALTER TABLE images ADD COLUMN str_attr TEXT;
+    ALTER TABLE images ADD COLUMN str_attr2 TEXT;
+    ALTER TABLE images ADD COLUMN str_attr3 TEXT;
+    ALTER TABLE images ADD COLUMN str_attr4 TEXT;",
 ];
 pub(super) fn check_version(conn: &Connection) -> Result<(), StoreError> {
     let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;

@@ -39,6 +39,7 @@ fn img<'a>(entity_id: &'a str, embedding: &'a [f32]) -> NewImage<'a> {
         embedding,
         copy_embedding: None,
         thumbnail: None,
+        attributes: &crate::store::Attributes::NONE,
     }
 }
 
@@ -74,6 +75,7 @@ fn list_all(
         order,
         entity_id_prefix: prefix,
         after: None,
+        filter: None,
         offset: 0,
         limit: u32::MAX - 1,
     };
@@ -156,6 +158,7 @@ fn create_list_delete_db_with_tenant_isolation() {
                 order: Order::Asc,
                 entity_id_prefix: None,
                 after: None,
+                filter: None,
                 offset: 0,
                 limit: 10
             }
@@ -214,6 +217,7 @@ fn delete_db_removes_images_vectors_and_thumbnails() {
             keep,
             &NewImage {
                 thumbnail: Some(b"k"),
+                attributes: &crate::store::Attributes::NONE,
                 ..img("k", &v)
             },
         )
@@ -507,6 +511,7 @@ fn entity_prefix_is_literal_for_underscore_and_percent() {
             order: Order::Desc,
             entity_id_prefix: Some(prefix),
             after: None,
+            filter: None,
             offset: 0,
             limit: 1,
         };
@@ -570,6 +575,7 @@ fn order_offset_limit_and_total_count() {
                     order,
                     entity_id_prefix: prefix,
                     after,
+                    filter: None,
                     offset,
                     limit,
                 },
@@ -657,6 +663,7 @@ fn keyset_paging_survives_concurrent_inserts_and_deletes() {
                 order,
                 entity_id_prefix: prefix,
                 after,
+                filter: None,
                 offset: 0,
                 limit: 100,
             };
@@ -764,6 +771,7 @@ fn thumbnail_round_trip_and_isolation() {
             db,
             &NewImage {
                 thumbnail: Some(&jpeg),
+                attributes: &crate::store::Attributes::NONE,
                 ..img("a", &v)
             },
         )
@@ -1000,6 +1008,7 @@ fn durability_child_process() {
                 db,
                 &NewImage {
                     thumbnail: Some(&thumb),
+                    attributes: &crate::store::Attributes::NONE,
                     ..img(&entity, &v)
                 },
             )
