@@ -25,6 +25,24 @@
 use super::{Attributes, Slot};
 use crate::rules::{FILTER_MAX_DEPTH, INT_ATTR_MAX, INT_ATTR_SLOTS, STR_ATTR_SLOTS};
 
+/// One image's attributes as a filter reads them.
+pub trait AttributeRow {
+    /// Integer attribute `slot` (0-based), `None` when unset.
+    fn int(&self, slot: usize) -> Option<i64>;
+    /// String attribute `slot` (0-based), `None` when unset.
+    fn str(&self, slot: usize) -> Option<&str>;
+}
+
+impl AttributeRow for Attributes {
+    fn int(&self, slot: usize) -> Option<i64> {
+        self.ints.get(slot).copied().flatten()
+    }
+
+    fn str(&self, slot: usize) -> Option<&str> {
+        self.strs.get(slot).and_then(|s| s.as_deref())
+    }
+}
+
 /// A parsed `Filter`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Filter {
@@ -100,37 +118,37 @@ impl Filter {
 
     /// Whether an image with these attributes passes.
     pub fn matches(&self, a: &Attributes) -> bool {
+        self.matches_row(a)
+    }
+
+    /// [`matches`](Self::matches) for any way of holding one image's attributes (the
+    /// index's columns as well as an [`Attributes`]).
+    pub fn matches_row(&self, row: &impl AttributeRow) -> bool {
         match self {
-            Filter::And(parts) => parts.iter().all(|f| f.matches(a)),
-            Filter::Or(parts) => parts.iter().any(|f| f.matches(a)),
-            Filter::Int { slot, test } => {
-                let v = a.ints.get(*slot).copied().flatten();
-                match (test, v) {
-                    (IntTest::Cmp(CmpOp::Ne, _), None) | (IntTest::NotIn(_), None) => true,
-                    (_, None) => false,
-                    (IntTest::Cmp(op, x), Some(v)) => match op {
-                        CmpOp::Gt => v > *x,
-                        CmpOp::Ge => v >= *x,
-                        CmpOp::Lt => v < *x,
-                        CmpOp::Le => v <= *x,
-                        CmpOp::Eq => v == *x,
-                        CmpOp::Ne => v != *x,
-                    },
-                    (IntTest::In(xs), Some(v)) => xs.contains(&v),
-                    (IntTest::NotIn(xs), Some(v)) => !xs.contains(&v),
-                }
-            }
-            Filter::Str { slot, test } => {
-                let v = a.strs.get(*slot).and_then(|s| s.as_deref());
-                match (test, v) {
-                    (StrTest::Ne(_), None) | (StrTest::NotIn(_), None) => true,
-                    (_, None) => false,
-                    (StrTest::Eq(x), Some(v)) => v == x,
-                    (StrTest::Ne(x), Some(v)) => v != x,
-                    (StrTest::In(xs), Some(v)) => xs.iter().any(|x| x == v),
-                    (StrTest::NotIn(xs), Some(v)) => !xs.iter().any(|x| x == v),
-                }
-            }
+            Filter::And(parts) => parts.iter().all(|f| f.matches_row(row)),
+            Filter::Or(parts) => parts.iter().any(|f| f.matches_row(row)),
+            Filter::Int { slot, test } => match (test, row.int(*slot)) {
+                (IntTest::Cmp(CmpOp::Ne, _), None) | (IntTest::NotIn(_), None) => true,
+                (_, None) => false,
+                (IntTest::Cmp(op, x), Some(v)) => match op {
+                    CmpOp::Gt => v > *x,
+                    CmpOp::Ge => v >= *x,
+                    CmpOp::Lt => v < *x,
+                    CmpOp::Le => v <= *x,
+                    CmpOp::Eq => v == *x,
+                    CmpOp::Ne => v != *x,
+                },
+                (IntTest::In(xs), Some(v)) => xs.contains(&v),
+                (IntTest::NotIn(xs), Some(v)) => !xs.contains(&v),
+            },
+            Filter::Str { slot, test } => match (test, row.str(*slot)) {
+                (StrTest::Ne(_), None) | (StrTest::NotIn(_), None) => true,
+                (_, None) => false,
+                (StrTest::Eq(x), Some(v)) => v == x,
+                (StrTest::Ne(x), Some(v)) => v != x,
+                (StrTest::In(xs), Some(v)) => xs.iter().any(|x| x == v),
+                (StrTest::NotIn(xs), Some(v)) => !xs.iter().any(|x| x == v),
+            },
         }
     }
 

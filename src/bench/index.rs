@@ -254,7 +254,7 @@ fn rerank_keep(mut hits: Vec<Hit>, k: usize) -> Vec<Hit> {
     hits
 }
 
-fn id(i: usize) -> DataId {
+pub(super) fn id(i: usize) -> DataId {
     // Keys 1..=n, far below DataId::MAX (a bench tool, not a request path).
     DataId::from_u64(i as u64 + 1).expect("vector index fits a DataId")
 }

@@ -1,4 +1,4 @@
-//! Benchmarks and research measurements: `imgsearch bench embed | quality | index |
+//! Benchmarks and research measurements: `imgsearch bench embed | quality | index | filter |
 //! startup | store | preprocess | overload`. Each prints JSON (and a table where one helps)
 //! to quote in the README or `docs/benchmarks.md` with the machine and its load.
 //!
@@ -8,6 +8,7 @@
 //! Helpers shared by several benches live here.
 
 mod embed;
+mod filter;
 mod index;
 mod overload;
 mod preprocess;
@@ -34,6 +35,9 @@ pub enum BenchCommand {
     Copies(quality::copies::CopiesBench),
     /// ANN index vs exact search: build time, recall@10, QPS, latency, RAM per vector.
     Index(index::IndexBench),
+    /// Filtered search (SearchImage with a Filter) on an ANN index: recall@10 and latency
+    /// for filters keeping 50%, 5%, 0.1% of the images.
+    Filter(filter::FilterBench),
     /// Index start-up for a database of N images: first start, clean restart, after a crash.
     Startup(startup::StartupBench),
     /// Acknowledged adds per second of the SQLite store (synchronous=FULL, group commit).
@@ -50,6 +54,7 @@ pub fn run(config: &ModelConfig, command: BenchCommand) -> anyhow::Result<ExitCo
         BenchCommand::Quality(b) => quality::run(config, b),
         BenchCommand::Copies(b) => quality::copies::run(config, b),
         BenchCommand::Index(b) => index::run(b),
+        BenchCommand::Filter(b) => filter::run(b),
         BenchCommand::Startup(b) => startup::run(b),
         BenchCommand::Store(b) => store::run(b),
         BenchCommand::Preprocess(b) => preprocess::run(b),

@@ -7,7 +7,7 @@
 //! - many: walk the HNSW graph collecting only kept images (`graph`); the walk lasts
 //!   until it has found `ef` of them, so it costs more as the filter keeps fewer.
 //!
-//! The threshold between the two ([`SCAN_MAX`]) comes from `imgsearch bench filter`.
+//! The threshold between the two ([`scan_limit`]) comes from `imgsearch bench filter`.
 //! Exact (small) databases need neither: their scan skips what the filter drops.
 //! Not here: the grammar (`attributes::filter`), keeping the table in step with the store
 //! (`service::db_index`).
@@ -16,20 +16,67 @@ use std::collections::HashMap;
 
 use super::ann::{AnnError, AnnIndex};
 use super::Hit;
+use crate::attributes::filter::AttributeRow;
 use crate::attributes::{Attributes, Filter};
+use crate::rules::{INT_ATTR_SLOTS, STR_ATTR_SLOTS};
 use crate::store::DataId;
 
-/// Scan the kept images rather than walk the graph when the filter is estimated to keep at
-/// most this many (`bench filter`, README "Attribute filters").
-pub const SCAN_MAX: usize = 20_000;
+/// How many kept images a scan scores in the time of one unfiltered graph walk. A walk
+/// that keeps a share `s` of `n` images costs about `1/s` unfiltered walks (it must meet
+/// `ef` passing images), a scan `s·n` scored images; the two are equal at
+/// `kept = sqrt(SCAN_COST_RATIO · n)`, below which the scan is cheaper (and exact).
+/// Measured with `bench filter --study` on seed 1 (README "Attribute filters").
+pub const SCAN_COST_RATIO: f64 = 2_500.0;
+
+/// The most kept images a filtered search of `total` images scans rather than walking
+/// the graph, for a cost ratio `ratio` (see [`SCAN_COST_RATIO`]).
+pub fn scan_limit(total: usize, ratio: f64) -> usize {
+    (ratio * total as f64).sqrt() as usize
+}
 
 /// Rows sampled to estimate how many images a filter keeps.
 const SAMPLE: usize = 2_048;
 
-/// The attributes of one database's images that have any (the others have none), by id.
+/// An unset integer attribute in its column (attribute values are within ±2^53).
+const UNSET_INT: i64 = i64::MIN;
+/// An unset string attribute in its column (interned strings are numbered from 1).
+const UNSET_STR: u32 = 0;
+
+/// The attributes of one database's images that have any (the others have none), in
+/// columns: a filter over a million images reads only the columns it names (8 bytes per
+/// image for an integer), not every image's whole record. Strings are interned, so each
+/// distinct value is held once; a value no image uses any more stays until the next
+/// start.
 #[derive(Debug, Default)]
 pub struct AttrTable {
-    rows: HashMap<DataId, Attributes>,
+    ids: Vec<DataId>,
+    row_of: HashMap<DataId, usize>,
+    ints: [Vec<i64>; INT_ATTR_SLOTS],
+    strs: [Vec<u32>; STR_ATTR_SLOTS],
+    /// Interned strings; index 0 is the unset marker.
+    strings: Vec<Box<str>>,
+    string_ids: HashMap<Box<str>, u32>,
+}
+
+/// One row of the table, as a filter reads it.
+struct Row<'a> {
+    table: &'a AttrTable,
+    row: usize,
+}
+
+impl AttributeRow for Row<'_> {
+    fn int(&self, slot: usize) -> Option<i64> {
+        let v = *self.table.ints.get(slot)?.get(self.row)?;
+        (v != UNSET_INT).then_some(v)
+    }
+
+    fn str(&self, slot: usize) -> Option<&str> {
+        let id = *self.table.strs.get(slot)?.get(self.row)?;
+        if id == UNSET_STR {
+            return None;
+        }
+        self.table.strings.get(id as usize).map(|s| &**s)
+    }
 }
 
 /// How a filtered search of an ANN index runs.
@@ -43,69 +90,118 @@ pub enum FilterPlan {
 
 impl AttrTable {
     pub fn new() -> Self {
-        Self::default()
+        Self {
+            strings: vec!["".into()],
+            ..Self::default()
+        }
+    }
+
+    fn intern(&mut self, s: &str) -> u32 {
+        if let Some(&id) = self.string_ids.get(s) {
+            return id;
+        }
+        let id = u32::try_from(self.strings.len()).unwrap_or(u32::MAX);
+        self.strings.push(s.into());
+        self.string_ids.insert(s.into(), id);
+        id
     }
 
     /// Sets an image's attributes (an image without any leaves the table).
     pub fn set(&mut self, id: DataId, attributes: Attributes) {
         if attributes.is_empty() {
-            self.rows.remove(&id);
-        } else {
-            self.rows.insert(id, attributes);
+            self.remove(&[id]);
+            return;
+        }
+        let strs = attributes
+            .strs
+            .each_ref()
+            .map(|s| s.as_deref().map_or(UNSET_STR, |s| self.intern(s)));
+        let ints = attributes.ints.map(|v| v.unwrap_or(UNSET_INT));
+        match self.row_of.get(&id) {
+            Some(&row) => {
+                for (col, v) in self.ints.iter_mut().zip(ints) {
+                    col[row] = v;
+                }
+                for (col, v) in self.strs.iter_mut().zip(strs) {
+                    col[row] = v;
+                }
+            }
+            None => {
+                self.row_of.insert(id, self.ids.len());
+                self.ids.push(id);
+                for (col, v) in self.ints.iter_mut().zip(ints) {
+                    col.push(v);
+                }
+                for (col, v) in self.strs.iter_mut().zip(strs) {
+                    col.push(v);
+                }
+            }
         }
     }
 
     pub fn remove(&mut self, ids: &[DataId]) {
         for id in ids {
-            self.rows.remove(id);
+            let Some(row) = self.row_of.remove(id) else {
+                continue;
+            };
+            self.ids.swap_remove(row);
+            for col in &mut self.ints {
+                col.swap_remove(row);
+            }
+            for col in &mut self.strs {
+                col.swap_remove(row);
+            }
+            if let Some(&moved) = self.ids.get(row) {
+                self.row_of.insert(moved, row);
+            }
         }
     }
 
     /// Images with at least one attribute.
     pub fn len(&self) -> usize {
-        self.rows.len()
+        self.ids.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.rows.is_empty()
+        self.ids.is_empty()
     }
 
     /// Whether the image passes `filter`.
     pub fn matches(&self, id: DataId, filter: &Filter) -> bool {
-        filter.matches(self.rows.get(&id).unwrap_or(&Attributes::NONE))
+        match self.row_of.get(&id) {
+            Some(&row) => filter.matches_row(&Row { table: self, row }),
+            None => filter.matches_unset(),
+        }
     }
 
     /// About how many of `total` images pass `filter`: exact over the images with
-    /// attributes when there are few, else from a sample of them; every image without
-    /// attributes counts when the filter lets those through.
+    /// attributes when there are few, else from an evenly spread sample of them; every
+    /// image without attributes counts when the filter lets those through.
     pub fn estimate(&self, filter: &Filter, total: usize) -> usize {
         let unset = if filter.matches_unset() {
-            total.saturating_sub(self.rows.len())
+            total.saturating_sub(self.len())
         } else {
             0
         };
-        let sampled = self.rows.values().take(SAMPLE);
-        let (mut seen, mut passed) = (0usize, 0usize);
-        for a in sampled {
-            seen += 1;
-            passed += usize::from(filter.matches(a));
+        let n = self.len();
+        if n == 0 {
+            return unset;
         }
-        let set = if seen == 0 {
-            0
-        } else {
-            // Rounded up: a filter seen to keep anything is not estimated at zero.
-            (passed * self.rows.len()).div_ceil(seen)
-        };
-        unset + set
+        let step = n.div_ceil(SAMPLE).max(1);
+        let (mut seen, mut passed) = (0usize, 0usize);
+        for row in (0..n).step_by(step) {
+            seen += 1;
+            passed += usize::from(filter.matches_row(&Row { table: self, row }));
+        }
+        // Rounded up: a filter seen to keep anything is not estimated at zero.
+        unset + (passed * n).div_ceil(seen)
     }
 
     /// Every id with attributes that passes `filter`, ascending.
     pub fn matching_ids(&self, filter: &Filter) -> Vec<DataId> {
-        let mut ids: Vec<DataId> = self
-            .rows
-            .iter()
-            .filter(|(_, a)| filter.matches(a))
-            .map(|(id, _)| *id)
+        let mut ids: Vec<DataId> = (0..self.len())
+            .filter(|&row| filter.matches_row(&Row { table: self, row }))
+            .map(|row| self.ids[row])
             .collect();
         ids.sort_unstable();
         ids
@@ -113,9 +209,9 @@ impl AttrTable {
 
     /// How to search an ANN index of `total` images with `filter`: a scan when the kept
     /// images can be listed (the filter drops images without attributes) and are estimated
-    /// at most `scan_max`, else the graph.
-    pub fn plan(&self, filter: &Filter, total: usize, scan_max: usize) -> FilterPlan {
-        if filter.matches_unset() || self.estimate(filter, total) > scan_max {
+    /// at most [`scan_limit`]`(total, ratio)`, else the graph.
+    pub fn plan(&self, filter: &Filter, total: usize, ratio: f64) -> FilterPlan {
+        if filter.matches_unset() || self.estimate(filter, total) > scan_limit(total, ratio) {
             return FilterPlan::Graph;
         }
         FilterPlan::Scan(self.matching_ids(filter))
@@ -171,18 +267,31 @@ mod tests {
         let est = t.estimate(&half, 20_000);
         assert!((4_000..6_000).contains(&est), "{est}");
         let rare = Filter::parse("int_attr = 7").unwrap();
+        // sqrt(2,500 × 20,000) ≈ 7,071 kept images at most are scanned.
+        assert_eq!(scan_limit(20_000, SCAN_COST_RATIO), 7_071);
         assert_eq!(
-            t.plan(&rare, 20_000, 500),
+            t.plan(&rare, 20_000, SCAN_COST_RATIO),
             FilterPlan::Scan(t.matching_ids(&rare))
         );
         assert_eq!(t.matching_ids(&rare).len(), 100);
-        assert_eq!(t.plan(&half, 20_000, 500), FilterPlan::Graph);
+        assert_eq!(t.plan(&half, 20_000, 12.0), FilterPlan::Graph);
         // "not 7" keeps every image without attributes too: they cannot be listed.
         let not = Filter::parse("int_attr != 7").unwrap();
-        assert_eq!(t.plan(&not, 20_000, usize::MAX), FilterPlan::Graph);
+        assert_eq!(t.plan(&not, 20_000, 1e12), FilterPlan::Graph);
         assert!(t.estimate(&not, 20_000) > 19_000);
         assert!(t.matches(id(5), &not) && !t.matches(id(5), &rare));
         t.remove(&[id(7)]);
         assert_eq!(t.matching_ids(&rare).len(), 99);
+        // The last row moved into the removed one's place and is still found.
+        let last = Filter::parse("int_attr = 99").unwrap();
+        assert!(t.matches(id(9_999), &last) && !t.matches(id(7), &rare));
+        // Strings are interned; an update overwrites the row in place.
+        let mut a = with_int(1);
+        a.strs[2] = Some("red".into());
+        t.set(id(9_999), a.clone());
+        t.set(id(1), a);
+        let red = Filter::parse("str_attr3 = 'red' AND int_attr = 1").unwrap();
+        assert_eq!(t.matching_ids(&red), vec![id(1), id(9_999)]);
+        assert_eq!(t.len(), 9_998);
     }
 }

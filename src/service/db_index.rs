@@ -31,7 +31,7 @@ use super::vector_index::{Candidates, FilterScope, VectorIndex};
 use crate::attributes::{Attributes, Filter};
 use crate::embedding::{dot, DbDescriptors, Descriptor};
 use crate::index::ann::AnnOptions;
-use crate::index::filtered::{AttrTable, FilterPlan, SCAN_MAX};
+use crate::index::filtered::{AttrTable, FilterPlan, SCAN_COST_RATIO};
 use crate::index::snapshot;
 use crate::rules::fused_score;
 use crate::store::{DataId, DbInfo, DbRef, ImageStore};
@@ -263,7 +263,7 @@ impl DbIndex {
             attrs: &attrs,
             filter,
             plan: if self.is_ann() {
-                attrs.plan(filter, total, SCAN_MAX)
+                attrs.plan(filter, total, SCAN_COST_RATIO)
             } else {
                 FilterPlan::Graph
             },
