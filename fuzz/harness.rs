@@ -10,6 +10,7 @@
 use std::time::{Duration, SystemTime};
 
 use imgsearch::api::{authenticate, Headers, KeyStore, NonceCache, Params, RequestParts};
+use imgsearch::attributes::{Attributes, Filter};
 use imgsearch::remote::client::{form_encode, sign_v1_request, sign_v3_request};
 use imgsearch::service::list_token::{ListScope, ListTokenKey};
 use imgsearch::signing::{format_timestamp, sha256_hex};
@@ -17,7 +18,7 @@ use imgsearch::store::{DataId, Order};
 use imgsearch::vision::decode::{self, DecodeLimits};
 
 /// The fuzz targets, by the name of their binary and corpus directory.
-pub const TARGETS: [&str; 4] = ["params", "auth", "list_token", "decode"];
+pub const TARGETS: [&str; 5] = ["params", "auth", "list_token", "decode", "filter"];
 
 /// Runs the target called `name` on `data`.
 pub fn run(name: &str, data: &[u8]) {
@@ -26,6 +27,7 @@ pub fn run(name: &str, data: &[u8]) {
         "auth" => auth(data),
         "list_token" => list_token(data),
         "decode" => decode_image(data),
+        "filter" => filter(data),
         other => panic!("no fuzz target {other}"),
     }
 }
@@ -209,6 +211,7 @@ pub fn list_token(data: &[u8]) {
         db: &db,
         order,
         entity_id_prefix: Some(&prefix),
+        filter: None,
     };
     let _ = key.resume(&scope, &token);
     let id_bytes: [u8; 8] = std::array::from_fn(|i| *token.as_bytes().get(i).unwrap_or(&0));
@@ -236,5 +239,30 @@ pub fn decode_image(data: &[u8]) {
         assert!(w >= 1 && h >= 1 && w <= limits.max_side && h <= limits.max_side);
         assert!(u64::from(w) * u64::from(h) <= limits.max_pixels);
         assert_eq!(image.pixels.len() as u64, u64::from(w) * u64::from(h) * 3);
+    }
+}
+
+/// The `Filter` parser: any text parses or fails with a position inside it (plus one, the
+/// end); a filter that parses evaluates on images with and without attributes. `!=` and
+/// `not in` tests hold for an image without the attribute; their positive forms do not.
+fn filter(data: &[u8]) {
+    let text = text(data);
+    if text.chars().count() > imgsearch::rules::FILTER_MAX_CHARS {
+        return;
+    }
+    match Filter::parse(&text) {
+        Ok(f) => {
+            let mut full = Attributes::NONE;
+            full.ints = [Some(0), Some(-1), Some(i64::from(u32::MAX)), Some(7)];
+            full.strs = [
+                Some(String::new()),
+                Some("red".into()),
+                Some("风".into()),
+                None,
+            ];
+            let _ = f.matches(&full);
+            assert_eq!(f.matches(&Attributes::NONE), f.matches_unset());
+        }
+        Err(e) => assert!(e.at >= 1 && e.at <= text.chars().count() + 1, "{e}"),
     }
 }

@@ -4,7 +4,7 @@
 #
 #   bash scripts/fuzz.sh [SECONDS_PER_TARGET (default 60)] [TARGET ...]
 #
-# Targets: params, auth, list_token, decode (fuzz/harness.rs says what each checks). The
+# Targets: params, auth, list_token, decode, filter (fuzz/harness.rs says what each checks). The
 # corpus grows in fuzz/corpus/<target>/ (git-ignored), starting from the committed seeds in
 # fuzz/seeds/<target>/. A failing input is written to fuzz/artifacts/<target>/: once fixed,
 # commit it to fuzz/regressions/<target>/ so that tests/it/fuzz_corpus.rs replays it on every
@@ -20,7 +20,7 @@ cargo_fuzz_version="0.13.2"
 secs="${1:-60}"
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(params auth list_token decode)
+[ ${#targets[@]} -gt 0 ] || targets=(params auth list_token decode filter)
 
 tools="$root/.cache/tools"
 if ! "$tools/bin/cargo-fuzz" --version 2>/dev/null | grep -q "$cargo_fuzz_version"; then

@@ -11,6 +11,7 @@ use serde_json::Value;
 
 use super::client::Client;
 use super::profile::ConnectionArgs;
+use crate::attributes::{check_str_attr, parse_int_attr, Slot};
 use crate::rules::{ADD_IMAGE_MAX_BYTES, SEARCH_IMAGE_MAX_BYTES};
 
 #[derive(Debug, clap::Subcommand)]
@@ -39,8 +40,28 @@ pub struct AddArgs {
     /// Free text stored with the image (at most 512 characters).
     #[arg(long, default_value = "")]
     pub extra_data: String,
+    /// An attribute to filter by later (repeatable): IntAttr…IntAttr4=NUMBER or
+    /// StrAttr…StrAttr4=TEXT, e.g. --attr IntAttr=120 --attr StrAttr=red.
+    #[arg(long = "attr", value_name = "NAME=VALUE", value_parser = parse_attr)]
+    pub attrs: Vec<(String, String)>,
     #[command(flatten)]
     pub conn: ConnectionArgs,
+}
+
+/// `NAME=VALUE` of `--attr`, checked against the attribute rules before any upload.
+fn parse_attr(arg: &str) -> Result<(String, String), String> {
+    let (name, value) = arg
+        .split_once('=')
+        .ok_or_else(|| format!("{arg:?} is not NAME=VALUE (e.g. IntAttr=120 or StrAttr=red)"))?;
+    let slot = Slot::all().find(|s| s.param_name() == name).ok_or_else(|| {
+        format!("{name:?} is not an attribute: use IntAttr, IntAttr2…IntAttr4, StrAttr, StrAttr2…StrAttr4")
+    })?;
+    match slot {
+        Slot::Int(_) => parse_int_attr(name, value).map(|_| ()),
+        Slot::Str(_) => check_str_attr(name, value),
+    }
+    .map_err(|e| e.to_string())?;
+    Ok((name.to_string(), value.to_string()))
 }
 
 #[derive(Debug, clap::Args)]
@@ -56,6 +77,9 @@ pub struct SearchArgs {
     /// Number of results (1-1000).
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub limit: u32,
+    /// Only images whose attributes pass this filter, e.g. "int_attr < 150 AND str_attr = 'red'".
+    #[arg(long)]
+    pub filter: Option<String>,
     #[command(flatten)]
     pub conn: ConnectionArgs,
 }
@@ -110,17 +134,14 @@ pub fn run_add(args: AddArgs) -> anyhow::Result<ExitCode> {
     )?;
     block_on(async move {
         let (name, value) = image.as_param();
-        let body = client
-            .call(
-                "AddImage",
-                &[
-                    ("DbName", &args.db),
-                    ("EntityId", &args.entity_id),
-                    ("ExtraData", &args.extra_data),
-                    (name, value),
-                ],
-            )
-            .await?;
+        let mut params: Vec<(&str, &str)> = vec![
+            ("DbName", &args.db),
+            ("EntityId", &args.entity_id),
+            ("ExtraData", &args.extra_data),
+            (name, value),
+        ];
+        params.extend(args.attrs.iter().map(|(n, v)| (n.as_str(), v.as_str())));
+        let body = client.call("AddImage", &params).await?;
         if args.conn.json {
             println!("{body}");
             return Ok(ExitCode::SUCCESS);
@@ -148,12 +169,12 @@ pub fn run_search(args: SearchArgs) -> anyhow::Result<ExitCode> {
     block_on(async move {
         let (name, value) = image.as_param();
         let limit = args.limit.to_string();
-        let body = client
-            .call(
-                "SearchImage",
-                &[("DbName", &args.db), ("Limit", &limit), (name, value)],
-            )
-            .await?;
+        let mut params: Vec<(&str, &str)> =
+            vec![("DbName", &args.db), ("Limit", &limit), (name, value)];
+        if let Some(f) = &args.filter {
+            params.push(("Filter", f));
+        }
+        let body = client.call("SearchImage", &params).await?;
         if args.conn.json {
             println!("{body}");
         } else {
@@ -303,6 +324,27 @@ mod tests {
             "{t}"
         );
         assert_eq!(match_table(&[]).lines().count(), 1);
+    }
+
+    #[test]
+    fn attribute_arguments_are_checked_before_upload() {
+        assert_eq!(
+            parse_attr("IntAttr2=-7"),
+            Ok(("IntAttr2".to_string(), "-7".to_string()))
+        );
+        assert_eq!(
+            parse_attr("StrAttr=red=dark"),
+            Ok(("StrAttr".to_string(), "red=dark".to_string()))
+        );
+        for (bad, words) in [
+            ("IntAttr", "not NAME=VALUE"),
+            ("Price=3", "not an attribute"),
+            ("IntAttr=cheap", "whole number"),
+            ("IntAttr5=1", "not an attribute"),
+        ] {
+            let e = parse_attr(bad).unwrap_err();
+            assert!(e.contains(words), "{bad}: {e}");
+        }
     }
 
     #[test]

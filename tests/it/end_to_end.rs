@@ -208,10 +208,63 @@ fn client_commands_console_extensions_and_operations() {
             "tench",
             "--extra-data",
             "a fish",
+            "--attr",
+            "IntAttr=5",
+            "--attr",
+            "StrAttr=fish",
         ],
     ));
     assert!(out.starts_with("added DataId "), "{out}");
     let data_id = out.split_whitespace().nth(2).unwrap().to_string();
+    // Attributes and filters from the command line.
+    let filtered = |filter: &str| {
+        ok(&cli(
+            &server,
+            home.path(),
+            &[
+                "search",
+                tench.to_str().unwrap(),
+                "--db",
+                "products",
+                "--filter",
+                filter,
+            ],
+        ))
+    };
+    assert!(filtered("str_attr = 'fish' AND int_attr <= 5").contains(&data_id));
+    assert!(!filtered("int_attr > 5").contains(&data_id));
+    let out = cli(
+        &server,
+        home.path(),
+        &[
+            "search",
+            tench.to_str().unwrap(),
+            "--db",
+            "products",
+            "--filter",
+            "price > 5",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(3), "an API refusal: {out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("InvalidParameter.Filter"),
+        "{out:?}"
+    );
+    let out = cli(
+        &server,
+        home.path(),
+        &[
+            "add",
+            tench.to_str().unwrap(),
+            "--db",
+            "products",
+            "--entity-id",
+            "x",
+            "--attr",
+            "IntAttr=cheap",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2), "a usage error: {out:?}");
     let table = ok(&cli(
         &server,
         home.path(),
