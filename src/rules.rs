@@ -113,6 +113,10 @@ pub const FILTER_MAX_CHARS: usize = 4096;
 /// Deepest nesting of parentheses in a `Filter`.
 pub const FILTER_MAX_DEPTH: usize = 32;
 
+/// Smallest side of a `Region` (ours, Image Search's syntax), in pixels: a smaller cut-out
+/// holds too little to embed.
+pub const REGION_MIN_SIDE: u32 = 32;
+
 // ---- images ---------------------------------------------------------------------------
 
 /// Spec §4, AddImage: the image must be at most 2 MB.

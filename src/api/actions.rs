@@ -27,6 +27,7 @@ use crate::service::images::{
 };
 use crate::service::ServiceError;
 use crate::store::{DataId, DbDescriptors, Order};
+use crate::vision::region::Region;
 
 /// Runs `action` for `tenant`; returns the `Data` member (or `None` for actions whose
 /// response is only a RequestId).
@@ -73,9 +74,15 @@ pub async fn dispatch(
                 extra_data: extra_data(params)?,
                 source: image_source(params)?,
                 attributes: attributes::attributes(params)?,
+                region: region(params)?,
             };
+            let region = req.region;
             let record = service.add_image(tenant, req).await.map_err(map_err)?;
-            Ok(Some(json!({ "DataId": record.data_id.to_string() })))
+            let mut data = json!({ "DataId": record.data_id.to_string() });
+            if let Some(r) = region {
+                data["Region"] = Value::String(r.to_string());
+            }
+            Ok(Some(data))
         }
         "ListImages" => {
             let req = ListImages {
@@ -113,13 +120,23 @@ pub async fn dispatch(
         "SearchImage" => {
             let limit = int_param(params, "Limit", 1, SEARCH_MAX_LIMIT as u64)?
                 .ok_or_else(|| required("Limit", "an integer from 1 to 1000"))?;
+            let query = search_query(params)?;
+            let region = region(params)?;
+            if region.is_some() && matches!(query, SearchQuery::Stored(_)) {
+                return Err(ApiError::InvalidParameter(
+                    "Region cuts a part out of a new image (ImageUrl or ImageContent); it cannot \
+                     be combined with DataId or EntityId"
+                        .into(),
+                ));
+            }
             let req = SearchImage {
                 db: db_name(params, "DbName")?,
-                query: search_query(params)?,
+                query,
                 limit: limit as usize,
                 min_score: float_param(params, "MinScore", 0.0, 10.0)?,
                 distinct_entity: bool_param(params, "DistinctEntity")?.unwrap_or(false),
                 filter: attributes::filter(params)?.map(|f| f.filter),
+                region,
             };
             let matches = service.search_image(tenant, req).await.map_err(map_err)?;
             let list: Vec<Value> = matches
@@ -136,7 +153,11 @@ pub async fn dispatch(
                     v
                 })
                 .collect();
-            Ok(Some(json!({ "MatchList": list })))
+            let mut data = json!({ "MatchList": list });
+            if let Some(r) = region {
+                data["Region"] = Value::String(r.to_string());
+            }
+            Ok(Some(data))
         }
         "DeleteImage" => {
             let db = db_name(params, "DbName")?;
@@ -196,6 +217,15 @@ pub async fn dispatch(
         }
         other => Err(ApiError::InvalidActionNotFound(other.to_string())),
     }
+}
+
+/// `Region=x1,x2,y1,y2` (ours, Image Search's syntax); checked against the image later.
+fn region(params: &Params) -> Result<Option<Region>, ApiError> {
+    params
+        .get_non_empty("Region")
+        .map(Region::parse)
+        .transpose()
+        .map_err(|e| ApiError::InvalidParameter(e.to_string()))
 }
 
 fn data_id(params: &Params) -> Result<DataId, ApiError> {

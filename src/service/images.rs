@@ -24,7 +24,7 @@ use std::thread::JoinHandle;
 use super::db_index::{DbIndex, ImageVectors, IndexSettings, QueryVectors, ScoredHit, WriteGuard};
 use super::error::ServiceError;
 use super::list_token::{ListScope, ListTokenKey};
-use super::prepare::prepare;
+use super::prepare::{prepare, PrepareOptions};
 use super::registry::DbIndexes;
 use crate::attributes::{Attributes, Filter};
 use crate::fetch::ImageFetcher;
@@ -34,6 +34,7 @@ use crate::store::{
     Order, StoreError,
 };
 use crate::vision::embedder::{EmbedInput, EmbeddingBatcher, Inference};
+use crate::vision::region::Region;
 
 /// Where an image comes from: a URL to fetch, or bytes uploaded with the request.
 #[derive(Debug, Clone)]
@@ -48,6 +49,8 @@ pub struct AddImage {
     pub extra_data: String,
     pub source: ImageSource,
     pub attributes: Attributes,
+    /// Embed only this part of the image (ours).
+    pub region: Option<Region>,
 }
 
 /// A parsed `Filter` with its text (a list token is valid only for the same filter).
@@ -115,6 +118,8 @@ pub struct SearchImage {
     pub distinct_entity: bool,
     /// Only images whose attributes pass it.
     pub filter: Option<Filter>,
+    /// Search with only this part of a new image (ours).
+    pub region: Option<Region>,
 }
 
 /// What SearchImage keeps of the ranked hits.
@@ -267,11 +272,21 @@ impl ImageService {
         let index = self.index(tenant, &req.db)?;
         let want_copy = self.wants_copy(&index)?;
         let from_thumbnail = index.indexes(Descriptor::Semantic);
+        let region = req.region;
         let (bytes, image_url) = self.image_bytes(req.source, ADD_IMAGE_MAX_BYTES).await?;
-        let prepared =
-            tokio::task::spawn_blocking(move || prepare(&bytes, true, want_copy, from_thumbnail))
-                .await
-                .map_err(|e| ServiceError::Internal(e.to_string()))??;
+        let prepared = tokio::task::spawn_blocking(move || {
+            prepare(
+                &bytes,
+                &PrepareOptions {
+                    stored: true,
+                    copy: want_copy,
+                    copy_from_thumbnail: from_thumbnail,
+                    region,
+                },
+            )
+        })
+        .await
+        .map_err(|e| ServiceError::Internal(e.to_string()))??;
         let Inference {
             embedding, copy, ..
         } = self.embed(prepared.tensor, prepared.copy).await?;
@@ -406,7 +421,7 @@ impl ImageService {
             distinct_entity: req.distinct_entity,
         };
         let queries = match req.query {
-            SearchQuery::Image(source) => self.image_query(&index, source).await?,
+            SearchQuery::Image(source) => self.image_query(&index, source, req.region).await?,
             SearchQuery::Stored(stored) => self.stored_query(tenant, &req.db, stored).await?,
         };
         // DistinctEntity needs more hits than it returns; fetch more until the page is
@@ -454,10 +469,17 @@ impl ImageService {
         &self,
         index: &DbIndex,
         source: ImageSource,
+        region: Option<Region>,
     ) -> Result<QueryVectors, ServiceError> {
         let want_copy = self.wants_copy(index)?;
         let (bytes, _) = self.image_bytes(source, SEARCH_IMAGE_MAX_BYTES).await?;
-        let prepared = tokio::task::spawn_blocking(move || prepare(&bytes, false, want_copy, true))
+        let opts = PrepareOptions {
+            stored: false,
+            copy: want_copy,
+            copy_from_thumbnail: true,
+            region,
+        };
+        let prepared = tokio::task::spawn_blocking(move || prepare(&bytes, &opts))
             .await
             .map_err(|e| ServiceError::Internal(e.to_string()))??;
         // Submit both before waiting so that they can share one inference batch.

@@ -11,6 +11,7 @@ use crate::vision::borders;
 use crate::vision::copy_model::copy_input;
 use crate::vision::decode::{self, DecodeLimits};
 use crate::vision::preprocess::{fit_within, resize, write_input_tensor, INPUT_LEN};
+use crate::vision::region::Region;
 
 /// Longest side of the stored thumbnail.
 pub const THUMBNAIL_SIDE: u32 = 256;
@@ -25,21 +26,30 @@ pub(crate) struct Prepared {
     pub copy: Option<Vec<u8>>,
 }
 
+/// What [`prepare`] makes of an image.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct PrepareOptions {
+    /// An image to store (with a thumbnail), rather than a query.
+    pub stored: bool,
+    /// Make the copy-detection input too.
+    pub copy: bool,
+    /// A stored image's copy descriptor is made from its thumbnail (databases that also
+    /// index the semantic embedding, whose cosine 1 then marks the same file); otherwise
+    /// from the full image (copy-only databases, where the copy cosine alone must be 1 for
+    /// the same file).
+    pub copy_from_thumbnail: bool,
+    /// Embed only this part of the image semantically (`Region`, ours). The copy
+    /// descriptor and the thumbnail stay those of the whole picture: "the same picture"
+    /// is about the upload, "looks alike" about what the caller points at.
+    pub region: Option<Region>,
+}
+
 /// Checks the API's image rules on the bytes, decodes them and makes the network input
 /// (and, for stored images, a JPEG thumbnail of the whole image; for queries, the
 /// untrimmed input too when margins were trimmed; with `copy`, the copy-detection input).
 /// Runs on a blocking thread.
-///
-/// `copy_from_thumbnail`: a stored image's copy descriptor is made from its thumbnail
-/// (databases that also index the semantic embedding, whose cosine 1 then marks the same
-/// file); otherwise from the full image (copy-only databases, where the copy cosine alone
-/// must be 1 for the same file).
-pub(crate) fn prepare(
-    bytes: &[u8],
-    stored: bool,
-    copy: bool,
-    copy_from_thumbnail: bool,
-) -> Result<Prepared, ServiceError> {
+pub(crate) fn prepare(bytes: &[u8], opts: &PrepareOptions) -> Result<Prepared, ServiceError> {
+    let (stored, copy, copy_from_thumbnail) = (opts.stored, opts.copy, opts.copy_from_thumbnail);
     let with_thumbnail = stored;
     let (_, width, height) = decode::probe(bytes)?;
     if !sides_ok(width, height) {
@@ -49,13 +59,25 @@ pub(crate) fn prepare(
         )));
     }
     let image = decode::decode(bytes, &DecodeLimits::default())?;
+    let cut = opts
+        .region
+        .map(|r| r.crop(&image))
+        .transpose()
+        .map_err(|e| ServiceError::InvalidParameter(e.to_string()))?;
     let trimmed = borders::trim(&image);
+    // What is embedded semantically: the region when one is given (its own margins
+    // trimmed), else the whole image.
+    let cut_trimmed = cut.as_ref().map(borders::trim);
+    let (subject, subject_trimmed) = match (&cut, &cut_trimmed) {
+        (Some(c), Some(t)) => (c, t.as_ref()),
+        _ => (&image, trimmed.as_ref()),
+    };
     let mut tensor = vec![0f32; INPUT_LEN];
-    write_input_tensor(trimmed.as_ref().unwrap_or(&image), &mut tensor);
-    let untrimmed = match &trimmed {
+    write_input_tensor(subject_trimmed.unwrap_or(subject), &mut tensor);
+    let untrimmed = match subject_trimmed {
         Some(_) if !stored => {
             let mut t = vec![0f32; INPUT_LEN];
-            write_input_tensor(&image, &mut t);
+            write_input_tensor(subject, &mut t);
             Some(t)
         }
         _ => None,
@@ -129,11 +151,70 @@ mod tests {
         out.into_inner()
     }
 
+    fn query_options() -> PrepareOptions {
+        PrepareOptions {
+            copy_from_thumbnail: true,
+            ..PrepareOptions::default()
+        }
+    }
+
+    fn stored_options() -> PrepareOptions {
+        PrepareOptions {
+            stored: true,
+            copy: true,
+            copy_from_thumbnail: true,
+            region: None,
+        }
+    }
+
+    #[test]
+    fn a_region_is_embedded_alone_and_checked_against_the_image() {
+        let bytes = png_with_margins(400, 300, (100, 60, 160, 150));
+        let whole = prepare(&bytes, &stored_options()).unwrap();
+        let region = Region::parse("100,260,60,210").unwrap();
+        let cut = prepare(
+            &bytes,
+            &PrepareOptions {
+                region: Some(region),
+                ..stored_options()
+            },
+        )
+        .unwrap();
+        // The block is the whole content, so its region embeds as the trimmed image does;
+        // the thumbnail and copy input stay the whole picture's.
+        assert_eq!(cut.tensor, whole.tensor);
+        assert_eq!(cut.thumbnail, whole.thumbnail);
+        assert_eq!(cut.copy, whole.copy);
+        let corner = prepare(
+            &bytes,
+            &PrepareOptions {
+                region: Some(Region::parse("0,100,0,100").unwrap()),
+                ..query_options()
+            },
+        )
+        .unwrap();
+        assert_ne!(corner.tensor, whole.tensor);
+        let e = prepare(
+            &bytes,
+            &PrepareOptions {
+                region: Some(Region::parse("0,500,0,100").unwrap()),
+                ..query_options()
+            },
+        )
+        .err()
+        .unwrap();
+        assert!(
+            e.to_string()
+                .contains("x2=500 is beyond the image's width; it must be at most 400"),
+            "{e}"
+        );
+    }
+
     #[test]
     fn prepare_trims_margins_and_keeps_the_whole_query_too() {
         let bytes = png_with_margins(400, 300, (100, 60, 160, 150));
-        let query = prepare(&bytes, false, false, true).unwrap();
-        let stored = prepare(&bytes, true, true, true).unwrap();
+        let query = prepare(&bytes, &query_options()).unwrap();
+        let stored = prepare(&bytes, &stored_options()).unwrap();
         assert_eq!(query.tensor, stored.tensor, "same trimmed input both ways");
         assert!(stored.untrimmed.is_none() && stored.thumbnail.is_some());
         assert_eq!(
@@ -145,7 +226,7 @@ mod tests {
         assert_ne!(whole, query.tensor);
         // Without margins there is one input, the whole image.
         let full = png_with_margins(300, 200, (0, 0, 300, 200));
-        let p = prepare(&full, false, false, true).unwrap();
+        let p = prepare(&full, &query_options()).unwrap();
         assert!(p.untrimmed.is_none());
         let mut want = vec![0f32; INPUT_LEN];
         write_input_tensor(

@@ -18,4 +18,5 @@ pub mod model;
 pub mod onnx;
 pub mod pipeline;
 pub mod preprocess;
+pub mod region;
 pub mod weights;

@@ -36,7 +36,7 @@ use crate::embedding::{dot, DbDescriptors};
 use crate::rules::{
     copy_similarity, fused_score, COPY_SEMANTIC_WEIGHT, SAME_PICTURE_SCORE, SAME_PICTURE_SIMILARITY,
 };
-use crate::service::prepare::prepare;
+use crate::service::prepare::{prepare, PrepareOptions};
 use crate::vision::decode::RgbImage;
 use crate::vision::embedder::{EmbedInput, EmbeddingBatcher};
 
@@ -147,7 +147,13 @@ pub fn run(config: &ModelConfig, b: CopiesBench) -> anyhow::Result<ExitCode> {
         .to_hasher();
     let embed = |img: &RgbImage, stored: bool| -> anyhow::Result<Vectors> {
         let bytes = encode_jpeg(img, 90)?;
-        let p = prepare(&bytes, stored, true, true).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let opts = PrepareOptions {
+            stored,
+            copy: true,
+            copy_from_thumbnail: true,
+            region: None,
+        };
+        let p = prepare(&bytes, &opts).map_err(|e| anyhow::anyhow!("{e}"))?;
         let first = batcher.submit_wait(EmbedInput {
             tensor: p.tensor,
             copy: p.copy,
@@ -552,6 +558,7 @@ fn service_latency(
                 min_score: None,
                 distinct_entity: false,
                 filter: None,
+                region: None,
             },
         ))?;
         std::hint::black_box(matches);

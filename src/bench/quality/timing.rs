@@ -158,6 +158,7 @@ pub(super) fn service_latency(
                         min_score: None,
                         distinct_entity: false,
                         filter: None,
+                        region: None,
                     },
                 ))?;
                 std::hint::black_box(matches);

@@ -327,6 +327,7 @@ mod write_safety {
             extra_data: String::new(),
             source: ImageSource::Bytes(bytes),
             attributes: Attributes::NONE,
+            region: None,
         }
     }
 
@@ -410,6 +411,7 @@ mod write_safety {
                     min_score: None,
                     distinct_entity: false,
                     filter: None,
+                    region: None,
                 },
             )
             .await
@@ -535,6 +537,7 @@ mod write_safety {
                     min_score: None,
                     distinct_entity: false,
                     filter: None,
+                    region: None,
                 },
             )
             .await
