@@ -133,7 +133,7 @@ mod tests {
         }
         // A duplicate of an odd node under an even id: found through its node.
         ann.add(id(1002), &unit(3, dim)).unwrap();
-        let even = |d: DataId| d.as_u64() % 2 == 0;
+        let even = |d: DataId| d.as_u64().is_multiple_of(2);
         let q = unit(3, dim);
         let hits = ann.search_filtered(&q, 10, &even).unwrap();
         assert!(!hits.is_empty() && hits.iter().all(|h| even(h.id)));
