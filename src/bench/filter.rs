@@ -17,9 +17,9 @@ use std::time::Instant;
 use anyhow::bail;
 use serde_json::json;
 
-use super::index::{clustered, id};
+use super::index::{build, clustered, id};
 use crate::attributes::{Attributes, Filter};
-use crate::index::ann::{AnnIndex, AnnOptions};
+use crate::index::ann::AnnOptions;
 use crate::index::filtered::{ann_candidates, scan_limit, AttrTable, FilterPlan, SCAN_COST_RATIO};
 use crate::index::{rerank, Hit};
 use crate::store::DataId;
@@ -79,16 +79,8 @@ pub fn run(b: FilterBench) -> anyhow::Result<ExitCode> {
         threads: threads.max(2),
         ..AnnOptions::default()
     };
-    let ann = AnnIndex::new(dim, options)?;
-    ann.reserve(n)?;
     let started = Instant::now();
-    let mut seen = std::collections::HashMap::new();
-    for s in (0..n).step_by(4096) {
-        let items: Vec<(DataId, &[f32])> = (s..(s + 4096).min(n))
-            .map(|i| (id(i), &base[i * dim..(i + 1) * dim]))
-            .collect();
-        ann.add_fresh_parallel(&items, threads, &mut seen)?;
-    }
+    let ann = build(base, dim, options, threads)?;
     let build_s = started.elapsed().as_secs_f64();
     let mut table = AttrTable::new();
     let values: Vec<i64> = (0..n).map(|i| attribute_of(i, b.seed)).collect();

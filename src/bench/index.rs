@@ -80,17 +80,8 @@ pub fn run(b: IndexBench) -> anyhow::Result<ExitCode> {
     };
 
     // Build, adding from every core.
-    let ann = AnnIndex::new(dim, options)?;
-    ann.reserve(n)?;
     let start = Instant::now();
-    // The server's bulk path (no graph search races the adds), in batches as it streams them.
-    let mut seen = std::collections::HashMap::new();
-    for start_i in (0..n).step_by(4096) {
-        let items: Vec<(DataId, &[f32])> = (start_i..(start_i + 4096).min(n))
-            .map(|i| (id(i), &base[i * dim..(i + 1) * dim]))
-            .collect();
-        ann.add_fresh_parallel(&items, threads, &mut seen)?;
-    }
+    let ann = build(&base, dim, options, threads)?;
     let build_s = start.elapsed().as_secs_f64();
 
     // Persist, drop, and load it back the way the server starts: the RAM figure is the
@@ -228,6 +219,27 @@ pub fn run(b: IndexBench) -> anyhow::Result<ExitCode> {
     });
     println!("{report}");
     Ok(ExitCode::SUCCESS)
+}
+
+/// An index of `base` (vector `i` under [`id`]`(i)`), added from `threads` threads the way
+/// the server bulk-loads (no graph search races the adds), in batches as it streams them.
+pub(super) fn build(
+    base: &[f32],
+    dim: usize,
+    options: AnnOptions,
+    threads: usize,
+) -> anyhow::Result<AnnIndex> {
+    let n = base.len() / dim.max(1);
+    let ann = AnnIndex::new(dim, options)?;
+    ann.reserve(n)?;
+    let mut seen = std::collections::HashMap::new();
+    for start in (0..n).step_by(4096) {
+        let items: Vec<(DataId, &[f32])> = (start..(start + 4096).min(n))
+            .map(|i| (id(i), &base[i * dim..(i + 1) * dim]))
+            .collect();
+        ann.add_fresh_parallel(&items, threads, &mut seen)?;
+    }
+    Ok(ann)
 }
 
 /// Exact top-k of `all` by cosine (the ground truth scan).
