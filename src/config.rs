@@ -167,6 +167,20 @@ pub struct ServeConfig {
     /// behind a TLS proxy); default: http:// and the request's Host.
     #[arg(long, env = "IMGSEARCH_PUBLIC_URL")]
     pub public_url: Option<String>,
+    /// The bucket the official SDK's Advance calls upload files to: they POST to
+    /// `http://{bucket}.{endpoint}/`, reaching this server as their HTTP proxy or through a
+    /// hosts/DNS entry (README, "Uploads from the SDK"). Empty: uploads off.
+    #[arg(long, env = "IMGSEARCH_UPLOAD_BUCKET", default_value = crate::service::uploads::DEFAULT_UPLOAD_BUCKET)]
+    pub upload_bucket: String,
+    /// The endpoint (host name, optionally :port) of the upload bucket.
+    #[arg(long, env = "IMGSEARCH_UPLOAD_ENDPOINT", default_value = crate::service::uploads::DEFAULT_UPLOAD_ENDPOINT)]
+    pub upload_endpoint: String,
+    /// Seconds an upload policy from AuthorizeFileUpload may be used.
+    #[arg(long, env = "IMGSEARCH_UPLOAD_POLICY_SECS", default_value_t = crate::rules::UPLOAD_POLICY_SECS)]
+    pub upload_policy_secs: i64,
+    /// Seconds an uploaded file is kept for the action that names it (then deleted).
+    #[arg(long, env = "IMGSEARCH_UPLOAD_OBJECT_SECS", default_value_t = crate::rules::UPLOAD_OBJECT_SECS)]
+    pub upload_object_secs: i64,
     /// Connections open at once; more wait until one closes (keep it well under the
     /// process's file-descriptor limit, `ulimit -n`).
     #[arg(long, env = "IMGSEARCH_MAX_CONNECTIONS", default_value_t = 512)]

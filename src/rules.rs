@@ -39,6 +39,22 @@ pub const KNOWN_ACTIONS: [&str; 7] = [
 /// Actions of ours beyond the public API (`api::actions`); signed and checked like the others.
 pub const EXTENSION_ACTIONS: [&str; 2] = ["GetThumbnail", "UpdateImage"];
 
+/// The one action of Alibaba Cloud's `openplatform` product (version 2019-12-19) served:
+/// the official Tea SDK's `*_advance` calls ask it where to upload a local file (spec §6).
+pub const AUTHORIZE_FILE_UPLOAD: &str = "AuthorizeFileUpload";
+/// The version [`AUTHORIZE_FILE_UPLOAD`] is called with.
+pub const OPEN_PLATFORM_VERSION: &str = "2019-12-19";
+
+/// Whether `(version, action)` is served: every action of [`API_VERSION`], or
+/// [`AUTHORIZE_FILE_UPLOAD`] of [`OPEN_PLATFORM_VERSION`].
+pub fn is_served(version: &str, action: &str) -> bool {
+    match version {
+        API_VERSION => is_known_action(action),
+        OPEN_PLATFORM_VERSION => action == AUTHORIZE_FILE_UPLOAD,
+        _ => false,
+    }
+}
+
 /// Whether `name` is an action of this API (or one of our [`EXTENSION_ACTIONS`]).
 pub fn is_known_action(name: &str) -> bool {
     KNOWN_ACTIONS.contains(&name) || EXTENSION_ACTIONS.contains(&name)
@@ -123,6 +139,20 @@ pub const REGION_MIN_SIDE: u32 = 32;
 pub const ADD_IMAGE_MAX_BYTES: usize = 2 * 1024 * 1024;
 /// Spec §4, SearchImage: the query image must be at most 3 MB.
 pub const SEARCH_IMAGE_MAX_BYTES: usize = 3 * 1024 * 1024;
+
+// ---- uploads (the SDK's Advance calls) ------------------------------------------------
+
+/// Largest uploaded object: the largest image any action takes ([`SEARCH_IMAGE_MAX_BYTES`]);
+/// AddImage still applies its own, smaller limit when it reads one.
+pub const UPLOAD_MAX_BYTES: usize = SEARCH_IMAGE_MAX_BYTES;
+/// How long an upload policy from AuthorizeFileUpload may be used (ours; the SDK uploads
+/// at once).
+pub const UPLOAD_POLICY_SECS: i64 = 15 * 60;
+/// How long an uploaded object is kept for AddImage/SearchImage to read (ours): long
+/// enough for a retried call, short enough that the uploads do not become a second store.
+pub const UPLOAD_OBJECT_SECS: i64 = 60 * 60;
+/// Bytes of unexpired uploads one access key may hold at once (ours).
+pub const UPLOAD_TENANT_MAX_BYTES: u64 = 256 * 1024 * 1024;
 
 /// Each side of an image must be strictly greater than this many pixels…
 pub const MIN_SIDE_EXCLUSIVE: u32 = 128;

@@ -14,11 +14,13 @@ use crate::api::connections::{serve, ConnectionLimits};
 use crate::api::image_links::ImageLinks;
 use crate::api::keys::{load_keys_from_env, KeySource};
 use crate::api::server::{metrics_router, router, AppState};
+use crate::api::upload_policy::UploadPolicies;
 use crate::api::NonceCache;
 use crate::config::{ModelConfig, ServeConfig};
 use crate::fetch::{FetchConfig, ImageFetcher};
 use crate::service::images::ImageService;
 use crate::service::list_token::ListTokenKey;
+use crate::service::uploads::UploadBucket;
 use crate::service::IndexSettings;
 use crate::signing::unix_seconds;
 use crate::store::{ImageStore, SqliteStore, StoreOptions};
@@ -95,13 +97,24 @@ async fn run_async(model: &ModelConfig, config: ServeConfig) -> anyhow::Result<E
         snapshot_every: Duration::from_secs(config.index_snapshot_secs.max(1)),
         ..IndexSettings::in_data_dir(&config.data)
     };
-    let service = Arc::new(ImageService::start(
-        store,
-        fetcher,
-        embedder,
-        tokens,
-        index_settings,
-    )?);
+    let upload_bucket = if config.upload_bucket.is_empty() {
+        None
+    } else {
+        Some(UploadBucket::new(
+            &config.upload_bucket,
+            &config.upload_endpoint,
+        )?)
+    };
+    let mut service = ImageService::start(store, fetcher, embedder, tokens, index_settings)?;
+    if let Some(bucket) = upload_bucket {
+        eprintln!(
+            "uploads (SDK Advance calls): http://{}/ (through this server as HTTP proxy, or a \
+             hosts/DNS entry)",
+            bucket.host()
+        );
+        service = service.with_upload_bucket(bucket, config.upload_object_secs);
+    }
+    let service = Arc::new(service);
     let metrics_on_main = !config.no_metrics && config.metrics_listen.is_none();
     let nonce_file = config.data.join(NONCE_FILE);
     let nonces = NonceCache::open(
@@ -119,6 +132,7 @@ async fn run_async(model: &ModelConfig, config: ServeConfig) -> anyhow::Result<E
             max_in_flight_per_key: config.max_image_requests_per_key,
         }),
         links,
+        upload_policies: UploadPolicies::new(&secret, config.upload_policy_secs),
         ..AppState::new(service.clone(), keys.store, metrics_on_main)
     });
     let limits = ConnectionLimits {

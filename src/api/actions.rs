@@ -248,6 +248,8 @@ pub fn map_err(e: ServiceError) -> ApiError {
         | ServiceError::DbExists(_)
         | ServiceError::ImageNotFound(_) => ApiError::InvalidParameter(msg),
         ServiceError::ImageFetch(f) => ApiError::from_fetch(&f),
+        ServiceError::UploadNotFound(_) => ApiError::InvalidImageDownload(msg),
+        ServiceError::UploadQuota(_) => ApiError::ImageQuotaExceeded(msg),
         ServiceError::StorageFull(_) => ApiError::InsufficientStorage(msg),
         ServiceError::DatabaseQuota(_) => ApiError::DatabaseQuotaExceeded(msg),
         ServiceError::ImageQuota(_) => ApiError::ImageQuotaExceeded(msg),

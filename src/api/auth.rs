@@ -17,7 +17,7 @@ use super::keys::KeyStore;
 use super::nonce::NonceCache;
 use super::params::{ParamSource, Params};
 use super::Headers;
-use crate::rules::{is_known_action, API_VERSION};
+use crate::rules::{is_known_action, is_served, API_VERSION, OPEN_PLATFORM_VERSION};
 use crate::signing::SignatureStyle;
 use crate::signing::{
     format_timestamp, parse_timestamp, sha256_hex, unix_seconds, v1_string_to_sign, v1_verify,
@@ -60,7 +60,7 @@ pub struct Authenticated {
     pub access_key_id: String,
     /// One of [`KNOWN_ACTIONS`].
     pub action: String,
-    /// Always [`API_VERSION`] today.
+    /// [`API_VERSION`], or [`OPEN_PLATFORM_VERSION`] for AuthorizeFileUpload.
     pub version: String,
     pub style: SignatureStyle,
     /// All request parameters (query then form body), common ones included.
@@ -253,10 +253,12 @@ fn check_common(
     timestamp: &str,
     now: i64,
 ) -> Result<i64, ApiError> {
-    if version != API_VERSION {
+    if version != API_VERSION && version != OPEN_PLATFORM_VERSION {
         return Err(ApiError::InvalidVersion(version.to_owned()));
     }
-    check_action(action)?;
+    if !is_served(version, action) {
+        return Err(ApiError::InvalidActionNotFound(action.to_owned()));
+    }
     if nonce.len() > MAX_NONCE_LEN {
         return Err(ApiError::InvalidParameter(format!(
             "The signature nonce is longer than {MAX_NONCE_LEN} bytes."

@@ -13,7 +13,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use crate::rules::{is_known_action, EXTENSION_ACTIONS, KNOWN_ACTIONS};
+use crate::rules::{is_known_action, AUTHORIZE_FILE_UPLOAD, EXTENSION_ACTIONS, KNOWN_ACTIONS};
 use crate::vision::embedder::{BatcherStats, BATCH_SIZE_BOUNDS};
 
 /// Upper bounds (seconds) of the request latency buckets.
@@ -59,9 +59,14 @@ pub fn action_label(action: Option<&str>) -> &'static str {
             .find(|k| **k == a)
             .copied()
             .unwrap_or("unknown"),
+        Some(AUTHORIZE_FILE_UPLOAD) => AUTHORIZE_FILE_UPLOAD,
+        Some(POST_OBJECT_LABEL) => POST_OBJECT_LABEL,
         _ => "unknown",
     }
 }
+
+/// The label of a file upload to the bucket (`api::upload`), an OSS PostObject.
+pub const POST_OBJECT_LABEL: &str = "PostObject";
 
 /// A snapshot of everything outside the request path that `/metrics` shows.
 pub struct Gauges<'a> {

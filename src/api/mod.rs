@@ -29,6 +29,8 @@ mod nonce_journal;
 pub mod params;
 pub mod response;
 pub mod server;
+pub mod upload;
+pub mod upload_policy;
 
 pub use auth::{authenticate, check_action, Authenticated, RequestParts, TIMESTAMP_WINDOW_SECS};
 pub use error::ApiError;

@@ -29,10 +29,15 @@ use super::console;
 use super::error::ApiError;
 use super::image_links::{ImageLinks, LinkError, LINK_PATH};
 use super::keys::KeyStore;
-use super::metrics::{action_label, Gauges, Metrics, CONTENT_TYPE as METRICS_CONTENT_TYPE};
+use super::metrics::{
+    action_label, Gauges, Metrics, CONTENT_TYPE as METRICS_CONTENT_TYPE, POST_OBJECT_LABEL,
+};
 use super::nonce::NonceCache;
 use super::params::{Headers, Params};
 use super::response::{new_request_id, render_error, render_success, ResponseFormat};
+use super::upload::{authorize_file_upload, is_upload_request, not_an_upload, post_object};
+use super::upload_policy::UploadPolicies;
+use crate::rules::AUTHORIZE_FILE_UPLOAD;
 use crate::service::images::ImageService;
 
 /// Largest request body accepted: a 3 MB SearchImage upload is about 4 MB as base64, a
@@ -52,6 +57,8 @@ pub struct AppState {
     pub admission: Admission,
     /// Signed links to the thumbnails of matches uploaded as bytes; `None`: no links.
     pub links: Option<ImageLinks>,
+    /// Signs the policies of file uploads (the SDK's Advance calls); `None`: uploads off.
+    pub upload_policies: Option<UploadPolicies>,
 }
 
 impl AppState {
@@ -65,6 +72,7 @@ impl AppState {
             body_timeout: Duration::from_secs(30),
             admission: Admission::new(AdmissionLimits::default()),
             links: None,
+            upload_policies: None,
         }
     }
 }
@@ -187,8 +195,23 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     resp
 }
 
-/// Any other path: a 404 in the API's error format, naming the paths that exist.
-async fn not_found(uri: Uri) -> Response {
+/// Any other path: a 404 in the API's error format, naming the paths that exist (on the
+/// upload bucket's Host, OSS's 405 instead).
+async fn not_found(
+    State(state): State<Arc<AppState>>,
+    method: Method,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Response {
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| uri.authority().map(|a| a.to_string()))
+        .unwrap_or_default();
+    if is_upload_request(&state.service, &host) {
+        return not_an_upload(&state.service, &method, uri.path());
+    }
     let err = ApiError::PathNotFound(uri.path().to_string());
     error_response(&err, &new_request_id(), "", ResponseFormat::Json)
 }
@@ -355,6 +378,26 @@ async fn handle(
         .find(|(k, _)| k.eq_ignore_ascii_case("host"))
         .map(|(_, v)| v.clone())
         .unwrap_or_default();
+    // A file posted to the upload bucket (the SDK's Advance calls): routed by Host, so that
+    // it works through a proxy (absolute-form target) and through a DNS/hosts entry alike.
+    if is_upload_request(&state.service, &host_id) {
+        let content_type = pairs
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case("content-type"))
+            .map(|(_, v)| v.as_str())
+            .unwrap_or("");
+        let (resp, code) = post_object(
+            &state.service,
+            state.upload_policies.as_ref(),
+            &state.keys,
+            &method,
+            content_type,
+            body,
+            request_id,
+        )
+        .await;
+        return (resp, Some(POST_OBJECT_LABEL.to_owned()), code);
+    }
     let headers = Headers::new(pairs);
     let query = uri.query().unwrap_or("");
     let params = match Params::from_request(query, &headers, &body) {
@@ -387,6 +430,29 @@ async fn handle(
         drop(upload);
         None
     };
+    if auth.action == AUTHORIZE_FILE_UPLOAD {
+        // openplatform answers with its fields at the body's root, not under `Data`.
+        return match authorize_file_upload(
+            &state.service,
+            state.upload_policies.as_ref(),
+            auth.tenant_id(),
+            &auth.params,
+        ) {
+            Ok(fields) => {
+                let mut body = json!({ "RequestId": request_id });
+                if let (Value::Object(root), Value::Object(fields)) = (&mut body, fields) {
+                    root.extend(fields);
+                }
+                let resp = respond(
+                    StatusCode::OK,
+                    render_success(&auth.action, &body, format),
+                    format,
+                );
+                (resp, Some(auth.action), "")
+            }
+            Err(e) => fail(&e, &host_id, format, Some(auth.action)),
+        };
+    }
     match dispatch(&state.service, auth.tenant_id(), &auth.action, &auth.params).await {
         Ok(mut data) => {
             if let (Some(links), Some(data), "SearchImage") =

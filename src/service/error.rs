@@ -36,6 +36,12 @@ pub enum ServiceError {
     /// The server's disk is full; the write was not made.
     #[error("{0}")]
     StorageFull(String),
+    /// An ImageUrl names an upload that is not there for this tenant.
+    #[error("{0}")]
+    UploadNotFound(String),
+    /// The tenant's unexpired uploads hold as many bytes as they may.
+    #[error("{0}")]
+    UploadQuota(String),
     #[error("the server is busy: {0}")]
     Busy(String),
     #[error("the feature extractor failed: {0}")]
@@ -60,6 +66,7 @@ impl From<StoreError> for ServiceError {
             StoreError::DiskFull(_) => ServiceError::StorageFull(e.to_string()),
             StoreError::TenantDatabaseQuota { .. } => ServiceError::DatabaseQuota(e.to_string()),
             StoreError::TenantImageQuota { .. } => ServiceError::ImageQuota(e.to_string()),
+            StoreError::TenantUploadQuota { .. } => ServiceError::UploadQuota(e.to_string()),
             StoreError::DbFull { .. }
             | StoreError::Invalid(_)
             | StoreError::DimensionMismatch { .. } => ServiceError::InvalidParameter(e.to_string()),

@@ -26,6 +26,7 @@ use super::error::ServiceError;
 use super::list_token::{ListScope, ListTokenKey};
 use super::prepare::{prepare, PrepareOptions};
 use super::registry::DbIndexes;
+use super::uploads::UploadBucket;
 use crate::attributes::{Attributes, Filter};
 use crate::fetch::ImageFetcher;
 use crate::rules::{ADD_IMAGE_MAX_BYTES, OFFSET_PAGING_LIMIT, SEARCH_IMAGE_MAX_BYTES};
@@ -145,6 +146,10 @@ pub struct ImageService {
     /// Asks background work (the copy-descriptor backfill) to stop.
     stop: Arc<AtomicBool>,
     backfill: Mutex<Option<JoinHandle<()>>>,
+    /// The bucket the SDK's Advance calls upload to; `None`: uploads off.
+    uploads: Option<UploadBucket>,
+    /// How long an uploaded object is kept.
+    upload_object_secs: i64,
 }
 
 /// DistinctEntity stops widening an ANN search at this many candidates.
@@ -177,7 +182,27 @@ impl ImageService {
             indexes,
             stop,
             backfill: Mutex::new(backfill),
+            uploads: None,
+            upload_object_secs: crate::rules::UPLOAD_OBJECT_SECS,
         })
+    }
+
+    /// Answers uploads for `bucket`, keeps each `object_secs`, and reads them when an
+    /// ImageUrl names one.
+    pub fn with_upload_bucket(mut self, bucket: UploadBucket, object_secs: i64) -> Self {
+        self.uploads = Some(bucket);
+        self.upload_object_secs = object_secs.max(1);
+        self
+    }
+
+    /// How long an uploaded object is kept, in seconds.
+    pub fn upload_object_secs(&self) -> i64 {
+        self.upload_object_secs
+    }
+
+    /// The bucket uploads go to, when they are on.
+    pub fn upload_bucket(&self) -> Option<&UploadBucket> {
+        self.uploads.as_ref()
     }
 
     /// Stops background work (after its current batch) and writes every changed ANN index
@@ -273,7 +298,9 @@ impl ImageService {
         let want_copy = self.wants_copy(&index)?;
         let from_thumbnail = index.indexes(Descriptor::Semantic);
         let region = req.region;
-        let (bytes, image_url) = self.image_bytes(req.source, ADD_IMAGE_MAX_BYTES).await?;
+        let (bytes, image_url) = self
+            .image_bytes(tenant, req.source, ADD_IMAGE_MAX_BYTES)
+            .await?;
         let prepared = tokio::task::spawn_blocking(move || {
             prepare(
                 &bytes,
@@ -421,7 +448,9 @@ impl ImageService {
             distinct_entity: req.distinct_entity,
         };
         let queries = match req.query {
-            SearchQuery::Image(source) => self.image_query(&index, source, req.region).await?,
+            SearchQuery::Image(source) => {
+                self.image_query(tenant, &index, source, req.region).await?
+            }
             SearchQuery::Stored(stored) => self.stored_query(tenant, &req.db, stored).await?,
         };
         // DistinctEntity needs more hits than it returns; fetch more until the page is
@@ -467,12 +496,15 @@ impl ImageService {
     /// The query vectors of a new image: fetched or uploaded, decoded, embedded.
     async fn image_query(
         &self,
+        tenant: &str,
         index: &DbIndex,
         source: ImageSource,
         region: Option<Region>,
     ) -> Result<QueryVectors, ServiceError> {
         let want_copy = self.wants_copy(index)?;
-        let (bytes, _) = self.image_bytes(source, SEARCH_IMAGE_MAX_BYTES).await?;
+        let (bytes, _) = self
+            .image_bytes(tenant, source, SEARCH_IMAGE_MAX_BYTES)
+            .await?;
         let opts = PrepareOptions {
             stored: false,
             copy: want_copy,
@@ -553,26 +585,31 @@ impl ImageService {
 
     async fn image_bytes(
         &self,
+        tenant: &str,
         source: ImageSource,
         cap: usize,
     ) -> Result<(Vec<u8>, String), ServiceError> {
-        match source {
-            ImageSource::Url(url) => {
-                let bytes = self.fetcher.fetch(&url, cap).await?;
-                Ok((bytes, url))
-            }
-            ImageSource::Bytes(bytes) => {
-                if bytes.len() > cap {
-                    return Err(ServiceError::ImageSize(format!(
-                        "the image is {} bytes; the limit is {} bytes ({} MB)",
-                        bytes.len(),
-                        cap,
-                        cap / (1024 * 1024)
-                    )));
+        let bytes = match source {
+            ImageSource::Url(url) => match self.uploaded_image(tenant, &url).await? {
+                // An upload's URL dies with it: stored like bytes (no ImageUrl), so that
+                // SearchImage links its thumbnail instead.
+                Some(bytes) => bytes,
+                None => {
+                    let bytes = self.fetcher.fetch(&url, cap).await?;
+                    return Ok((bytes, url));
                 }
-                Ok((bytes, String::new()))
-            }
+            },
+            ImageSource::Bytes(bytes) => bytes,
+        };
+        if bytes.len() > cap {
+            return Err(ServiceError::ImageSize(format!(
+                "the image is {} bytes; the limit is {} bytes ({} MB)",
+                bytes.len(),
+                cap,
+                cap / (1024 * 1024)
+            )));
         }
+        Ok((bytes, String::new()))
     }
 
     async fn embed(
@@ -638,7 +675,7 @@ impl ImageService {
             .map_err(|e| ServiceError::Internal(e.to_string()))?
     }
 
-    async fn blocking_store<T, F>(&self, f: F) -> Result<T, ServiceError>
+    pub(super) async fn blocking_store<T, F>(&self, f: F) -> Result<T, ServiceError>
     where
         T: Send + 'static,
         F: FnOnce(&dyn ImageStore) -> Result<T, StoreError> + Send + 'static,

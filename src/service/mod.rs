@@ -14,6 +14,7 @@ pub mod images;
 pub mod list_token;
 pub mod prepare;
 pub mod registry;
+pub mod uploads;
 mod vector_index;
 
 pub use db_index::IndexSettings;

@@ -281,6 +281,12 @@ pub enum StoreError {
          affected ({0}); the operator must free space"
     )]
     DiskFull(String),
+    /// The tenant's unexpired uploads would pass their byte quota.
+    #[error(
+        "this access key's uploaded files waiting to be used hold {held} bytes and this one \
+         would pass {limit}; they expire on their own, or are replaced when re-uploaded"
+    )]
+    TenantUploadQuota { held: u64, limit: u64 },
     /// The disk or file system failed (unwritable, unreadable).
     #[error("storage I/O error: {0}")]
     Io(String),
@@ -458,6 +464,28 @@ pub trait ImageStore: Send + Sync {
         }
         Ok(set)
     }
+
+    /// Stores an uploaded file under `upload.key` (replacing an object of the same key and
+    /// owner), first dropping every expired upload. `TenantUploadQuota` when the owner's
+    /// unexpired uploads would pass `tenant_max_bytes`; `Invalid` when the key belongs to
+    /// another tenant.
+    fn put_upload(&self, upload: &NewUpload<'_>, tenant_max_bytes: u64) -> Result<(), StoreError>;
+
+    /// The bytes of `tenant`'s upload `key` unless it expired by `now` (unix seconds).
+    /// `None` for a key that is unknown, expired, or another tenant's.
+    fn get_upload(&self, tenant: &str, key: &str, now: i64) -> Result<Option<Vec<u8>>, StoreError>;
+}
+
+/// A file uploaded through the SDK's Advance flow, waiting for the action that reads it.
+#[derive(Debug, Clone, Copy)]
+pub struct NewUpload<'a> {
+    pub tenant: &'a str,
+    pub key: &'a str,
+    pub bytes: &'a [u8],
+    /// Unix seconds.
+    pub now: i64,
+    /// Unix seconds after which it is gone.
+    pub expires_at: i64,
 }
 
 #[cfg(test)]

@@ -217,6 +217,21 @@ mod write_safety {
         fn get_thumbnail(&self, db: DbRef<'_>, id: DataId) -> Result<Option<Vec<u8>>, StoreError> {
             self.inner.get_thumbnail(db, id)
         }
+        fn put_upload(
+            &self,
+            upload: &crate::store::NewUpload<'_>,
+            tenant_max_bytes: u64,
+        ) -> Result<(), StoreError> {
+            self.inner.put_upload(upload, tenant_max_bytes)
+        }
+        fn get_upload(
+            &self,
+            tenant: &str,
+            key: &str,
+            now: i64,
+        ) -> Result<Option<Vec<u8>>, StoreError> {
+            self.inner.get_upload(tenant, key, now)
+        }
         fn thumbnail_by_id(&self, id: DataId) -> Result<Option<Vec<u8>>, StoreError> {
             self.inner.thumbnail_by_id(id)
         }

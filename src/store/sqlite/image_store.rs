@@ -15,7 +15,8 @@ use crate::attributes::Slot;
 use crate::rules::is_valid_db_name;
 use crate::store::{
     Attributes, DataId, DbDescriptors, DbInfo, DbRef, Descriptor, EmbeddingSet, ImagePage,
-    ImageRecord, ImageSelector, ImageStore, ImageUpdate, ListQuery, NewImage, Order, StoreError,
+    ImageRecord, ImageSelector, ImageStore, ImageUpdate, ListQuery, NewImage, NewUpload, Order,
+    StoreError,
 };
 use rusqlite::types::Value;
 use rusqlite::{params, params_from_iter, OptionalExtension, TransactionBehavior};
@@ -252,6 +253,14 @@ impl ImageStore for SqliteStore {
                 .optional()?;
             Ok(jpeg)
         })
+    }
+
+    fn put_upload(&self, upload: &NewUpload<'_>, tenant_max_bytes: u64) -> Result<(), StoreError> {
+        self.put_upload_row(upload, tenant_max_bytes)
+    }
+
+    fn get_upload(&self, tenant: &str, key: &str, now: i64) -> Result<Option<Vec<u8>>, StoreError> {
+        self.get_upload_row(tenant, key, now)
     }
 
     fn thumbnail_by_id(&self, id: DataId) -> Result<Option<Vec<u8>>, StoreError> {

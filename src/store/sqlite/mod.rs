@@ -34,6 +34,7 @@ mod filter_sql;
 mod image_store;
 mod rows;
 mod schema;
+mod uploads;
 
 use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc, Mutex, MutexGuard, PoisonError};

@@ -74,6 +74,16 @@ pub(super) const MIGRATIONS: &[&str] = &[
     ALTER TABLE images ADD COLUMN str_attr2 TEXT;
     ALTER TABLE images ADD COLUMN str_attr3 TEXT;
     ALTER TABLE images ADD COLUMN str_attr4 TEXT;",
+    // 4: files uploaded by the SDK's Advance calls, kept until they expire (`uploads`).
+    "CREATE TABLE uploads (
+        key        TEXT PRIMARY KEY,
+        tenant     TEXT NOT NULL,
+        bytes      BLOB NOT NULL,
+        created_at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL
+    );
+    CREATE INDEX uploads_by_expiry ON uploads(expires_at);
+    CREATE INDEX uploads_by_tenant ON uploads(tenant);",
 ];
 pub(super) fn check_version(conn: &Connection) -> Result<(), StoreError> {
     let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
