@@ -212,6 +212,16 @@ async fn not_found(
     if is_upload_request(&state.service, &host) {
         return not_an_upload(&state.service, &method, uri.path());
     }
+    if method == Method::CONNECT {
+        // A client that has this server as its HTTPS proxy: it cannot answer for another
+        // host's certificate, so say what works instead.
+        let msg = format!(
+            "CONNECT {host}: this server acts as an HTTP proxy for the SDK's upload calls, \
+             not an HTTPS one; configure the SDK with protocol \"http\" (Config(protocol=\"http\")) \
+             and HTTP_PROXY, or map the host names to this server (README, \"Uploads from the SDK\")\n"
+        );
+        return (StatusCode::METHOD_NOT_ALLOWED, msg).into_response();
+    }
     let err = ApiError::PathNotFound(uri.path().to_string());
     error_response(&err, &new_request_id(), "", ResponseFormat::Json)
 }
