@@ -7,11 +7,12 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use crate::service::IndexSettings;
-use crate::vision::copy_model::CopyModel;
+use crate::vision::copy_model::{CopyModel, COPY_MODEL_IN_CACHE};
 use crate::vision::embedder::BatcherConfig;
 use crate::vision::embedder::Networks;
 use crate::vision::model::{
     build_graph, locate_copy_model, EfficientNet, ModelError, ModelFiles, ModelOptions,
+    ONNXRUNTIME_IN_CACHE, WEIGHTS_IN_CACHE,
 };
 
 /// Where the network's files are and how it runs.
@@ -27,6 +28,16 @@ pub struct ModelConfig {
     /// (scripts/setup.sh); when it is not there the server runs semantic-only and says so.
     #[arg(long, env = "IMGSEARCH_COPY_MODEL", global = true)]
     pub copy_model: Option<PathBuf>,
+    /// Directories laid out like the repo's `.cache/` (`model/…`, `onnxruntime/…`), searched
+    /// for each model file before `.cache/` (':'-separated in the environment and the
+    /// config file): a package's /usr/lib/imgsearch and what `imgsearch model fetch` fills.
+    #[arg(
+        long,
+        env = "IMGSEARCH_MODEL_DIRS",
+        value_delimiter = ':',
+        global = true
+    )]
+    pub model_dirs: Vec<PathBuf>,
     /// Run without the copy-detection model (semantic search only), e.g. for a user who
     /// does not accept its licence terms.
     #[arg(long, env = "IMGSEARCH_NO_COPY_MODEL", global = true)]
@@ -58,7 +69,22 @@ pub struct ModelConfig {
 
 impl ModelConfig {
     pub fn files(&self) -> Result<ModelFiles, ModelError> {
-        ModelFiles::locate(self.weights.clone(), self.onnxruntime.clone())
+        ModelFiles::locate(
+            self.weights
+                .clone()
+                .or_else(|| self.in_model_dirs(WEIGHTS_IN_CACHE)),
+            self.onnxruntime
+                .clone()
+                .or_else(|| self.in_model_dirs(ONNXRUNTIME_IN_CACHE)),
+        )
+    }
+
+    /// The first of [`Self::model_dirs`] holding `rel`.
+    fn in_model_dirs(&self, rel: &str) -> Option<PathBuf> {
+        self.model_dirs
+            .iter()
+            .map(|d| d.join(rel))
+            .find(|p| p.is_file())
     }
 
     /// Loads the networks of each inference worker (the graph is built once): the semantic
@@ -93,6 +119,14 @@ impl ModelConfig {
     pub fn copy_model_file(&self) -> Result<Option<PathBuf>, ModelError> {
         if self.no_copy_model {
             return Ok(None);
+        }
+        if let Some(path) = self
+            .copy_model
+            .is_none()
+            .then(|| self.in_model_dirs(COPY_MODEL_IN_CACHE))
+            .flatten()
+        {
+            return Ok(Some(path));
         }
         match locate_copy_model(self.copy_model.clone()) {
             Ok(path) => Ok(Some(path)),

