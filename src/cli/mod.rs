@@ -67,6 +67,9 @@ pub enum Command {
     Import(import::ImportArgs),
     /// List the groups of copies (the same picture, edited or not) in a database.
     Dedup(crate::remote::dedup::DedupArgs),
+    /// Write a database as manifest.csv + images/ (its stored 256-px pictures) that
+    /// `import` reads back; not a backup (use `backup` for that).
+    Export(crate::remote::export::ExportArgs),
     /// Copy a data directory (a consistent snapshot, also while its server runs and
     /// writes) to DEST, a new directory.
     Backup(crate::backup::BackupArgs),
@@ -125,6 +128,7 @@ pub fn main() -> ExitCode {
         Command::Search(args) => commands::run_search(args),
         Command::Import(args) => import::run(args),
         Command::Dedup(args) => crate::remote::dedup::run(args),
+        Command::Export(args) => crate::remote::export::run(args),
         Command::Serve(config) => serve::run(&cli.model, config),
         Command::Backup(args) => crate::backup::run_backup(args),
         Command::Restore(args) => crate::backup::run_restore(args),

@@ -242,7 +242,7 @@ pub fn render(groups: &[Vec<Member>], format: DedupFormat) -> String {
 }
 
 /// Quoted when it holds a comma, quote or line break (RFC 4180).
-fn csv_field(s: &str) -> String {
+pub(crate) fn csv_field(s: &str) -> String {
     if s.contains([',', '"', '\n', '\r']) {
         format!("\"{}\"", s.replace('"', "\"\""))
     } else {

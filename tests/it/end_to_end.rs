@@ -610,3 +610,85 @@ fn dedup_groups_copies_and_leaves_single_pictures_out() {
     let copy_score = groups[0]["images"][1]["ScoreToFirst"].as_f64().unwrap();
     assert!((8.0..10.0).contains(&copy_score), "{out}");
 }
+
+/// `imgsearch export` writes a manifest and pictures that `import` reads back into another
+/// database: every image comes back with its EntityId and ExtraData, a picture much wider
+/// than high is enlarged to the API's minimum side, and each original finds its re-imported
+/// self first.
+#[test]
+fn export_writes_what_import_reads_back() {
+    let server = start_server(&[], Some(KEYS));
+    let home = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    ok(&cli(&server, home.path(), &["db", "create", "shop"]));
+    // A 1000×300 banner: its 256-px thumbnail is 256×77, under AddImage's 129 px.
+    let tench = std::fs::read(sample("n01440764_tench.JPEG")).unwrap();
+    let img = image::load_from_memory(&tench).unwrap().to_rgb8();
+    let banner = image::imageops::resize(&img, 1000, 300, image::imageops::FilterType::Triangle);
+    let banner_path = work.path().join("banner.jpg");
+    banner.save(&banner_path).unwrap();
+    let adds: [(std::path::PathBuf, &str, &str); 3] = [
+        (
+            sample("n01443537_goldfish.JPEG"),
+            "goldfish",
+            "red, \"small\"",
+        ),
+        (sample("n15075141_toilet_tissue.JPEG"), "tissue", ""),
+        (banner_path.clone(), "banner", "wide"),
+    ];
+    for (path, entity, extra) in &adds {
+        let path = path.to_str().unwrap();
+        ok(&cli(
+            &server,
+            home.path(),
+            &[
+                "add",
+                path,
+                "--db",
+                "shop",
+                "--entity-id",
+                entity,
+                "--extra-data",
+                extra,
+            ],
+        ));
+    }
+    let out_dir = work.path().join("export");
+    let out = cli(
+        &server,
+        home.path(),
+        &["export", "--db", "shop", out_dir.to_str().unwrap()],
+    );
+    ok(&out);
+    let log = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(
+        log.contains("3 of 3 images") && log.contains("1 enlarged"),
+        "{log}"
+    );
+    // A second export into the same directory is refused, changing nothing.
+    let again = cli(
+        &server,
+        home.path(),
+        &["export", "--db", "shop", out_dir.to_str().unwrap()],
+    );
+    assert_eq!(again.status.code(), Some(1), "{again:?}");
+    ok(&cli(&server, home.path(), &["db", "create", "copy"]));
+    let manifest = out_dir.join("manifest.csv");
+    ok(&cli(
+        &server,
+        home.path(),
+        &["import", manifest.to_str().unwrap(), "--db", "copy"],
+    ));
+    for (path, entity, _) in &adds {
+        let found = ok(&cli(
+            &server,
+            home.path(),
+            &["search", path.to_str().unwrap(), "--db", "copy", "--json"],
+        ));
+        let v: serde_json::Value = serde_json::from_str(&found).unwrap();
+        let first = &v["Data"]["MatchList"][0];
+        assert_eq!(first["EntityId"], *entity, "{found}");
+    }
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    assert!(text.contains(r#",goldfish,"red, ""small""""#), "{text}");
+}
