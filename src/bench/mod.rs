@@ -7,6 +7,7 @@
 //! service without the quality bench's edits, pHash (`image_hasher`) or the peers' drivers.
 //! Helpers shared by several benches live here.
 
+mod catalogue;
 mod embed;
 mod filter;
 mod index;
@@ -38,6 +39,10 @@ pub enum BenchCommand {
     /// Filtered search (SearchImage with a Filter) on an ANN index: recall@10 and latency
     /// for filters keeping 50%, 5%, 0.1% of the images.
     Filter(filter::FilterBench),
+    /// Write a large synthetic database (thumbnails, both descriptors, planted near copies)
+    /// into a data directory, for timing the console and `dedup` on a real server
+    /// (scripts/bench-scale.sh).
+    Catalogue(catalogue::CatalogueBench),
     /// Index start-up for a database of N images: first start, clean restart, after a crash.
     Startup(startup::StartupBench),
     /// Acknowledged adds per second of the SQLite store (synchronous=FULL, group commit).
@@ -56,6 +61,7 @@ pub fn run(config: &ModelConfig, command: BenchCommand) -> anyhow::Result<ExitCo
         BenchCommand::Index(b) => index::run(b),
         BenchCommand::Filter(b) => filter::run(b),
         BenchCommand::Startup(b) => startup::run(b),
+        BenchCommand::Catalogue(b) => catalogue::run(b),
         BenchCommand::Store(b) => store::run(b),
         BenchCommand::Preprocess(b) => preprocess::run(b),
         BenchCommand::Overload(b) => overload::run(b),
