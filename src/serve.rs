@@ -95,13 +95,19 @@ async fn run_async(model: &ModelConfig, config: ServeConfig) -> anyhow::Result<E
         snapshot_every: Duration::from_secs(config.index_snapshot_secs.max(1)),
         ..IndexSettings::in_data_dir(&config.data)
     };
-    let service = Arc::new(ImageService::start(
-        store,
-        fetcher,
-        embedder,
-        tokens,
-        index_settings,
-    )?);
+    let subject = model.load_subject_model()?.map(Arc::new);
+    eprintln!(
+        "Crop=true (subject detection): {}",
+        if subject.is_some() {
+            "on (U-2-Net small, runs only when a request asks)"
+        } else {
+            "OFF, the subject model was not found; run scripts/setup.sh"
+        }
+    );
+    let service = Arc::new(
+        ImageService::start(store, fetcher, embedder, tokens, index_settings)?
+            .with_subject_model(subject),
+    );
     let metrics_on_main = !config.no_metrics && config.metrics_listen.is_none();
     let nonce_file = config.data.join(NONCE_FILE);
     let nonces = NonceCache::open(

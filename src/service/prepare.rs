@@ -1,9 +1,10 @@
 //! Image preparation for AddImage and SearchImage, on a blocking thread: the API's side
-//! rule checked on the header, the decode, border trimming, the network input tensor(s)
-//! and, for stored images, a JPEG thumbnail.
+//! rule checked on the header, the decode, with `Crop=true` the main subject's box (the
+//! salient-object network runs here, `vision::subject`), border trimming, the network
+//! input tensor(s) and, for stored images, a JPEG thumbnail.
 //!
 //! Not here: getting the bytes (`fetch`, or the request's `ImageContent`), running the
-//! network (`vision::embedder`).
+//! embedding networks (`vision::embedder`).
 
 use super::error::ServiceError;
 use crate::rules::{sides_ok, MAX_SIDE_EXCLUSIVE, MIN_SIDE_EXCLUSIVE};
@@ -12,6 +13,7 @@ use crate::vision::copy_model::copy_input;
 use crate::vision::decode::{self, DecodeLimits};
 use crate::vision::preprocess::{fit_within, resize, write_input_tensor, INPUT_LEN};
 use crate::vision::region::Region;
+use crate::vision::subject::{BoxRule, Subject, SubjectModel};
 
 /// Longest side of the stored thumbnail.
 pub const THUMBNAIL_SIDE: u32 = 256;
@@ -24,6 +26,11 @@ pub(crate) struct Prepared {
     pub thumbnail: Option<Vec<u8>>,
     /// The copy-detection network's input (of the trimmed image), when asked for.
     pub copy: Option<Vec<u8>>,
+    /// With `crop`: what the subject finder found (for the response).
+    pub subject: Option<Subject>,
+    /// For queries with `crop` whose subject was found: the input of the subject's box,
+    /// a query vector beside the whole image's.
+    pub subject_tensor: Option<Vec<f32>>,
 }
 
 /// What [`prepare`] makes of an image.
@@ -42,6 +49,10 @@ pub(crate) struct PrepareOptions {
     /// descriptor and the thumbnail stay those of the whole picture: "the same picture"
     /// is about the upload, "looks alike" about what the caller points at.
     pub region: Option<Region>,
+    /// Find the main subject (`Crop=true`, ours): a stored image embeds its box instead of
+    /// the whole picture (as with `region`); a query embeds it beside the whole picture.
+    /// The API never sends it with `region`; if both come, `region` wins.
+    pub crop: bool,
 }
 
 /// Checks the API's image rules on the bytes, decodes them and makes the network input
@@ -49,6 +60,15 @@ pub(crate) struct PrepareOptions {
 /// untrimmed input too when margins were trimmed; with `copy`, the copy-detection input).
 /// Runs on a blocking thread.
 pub(crate) fn prepare(bytes: &[u8], opts: &PrepareOptions) -> Result<Prepared, ServiceError> {
+    prepare_with(bytes, opts, None)
+}
+
+/// [`prepare`] with the subject finder for `opts.crop` (an error without one).
+pub(crate) fn prepare_with(
+    bytes: &[u8],
+    opts: &PrepareOptions,
+    subject_model: Option<&SubjectModel>,
+) -> Result<Prepared, ServiceError> {
     let (stored, copy, copy_from_thumbnail) = (opts.stored, opts.copy, opts.copy_from_thumbnail);
     let with_thumbnail = stored;
     let (_, width, height) = decode::probe(bytes)?;
@@ -59,8 +79,39 @@ pub(crate) fn prepare(bytes: &[u8], opts: &PrepareOptions) -> Result<Prepared, S
         )));
     }
     let image = decode::decode(bytes, &DecodeLimits::default())?;
-    let cut = opts
-        .region
+    let detected = match (opts.crop && opts.region.is_none(), subject_model) {
+        (false, _) => None,
+        (true, None) => return Err(ServiceError::SubjectModelMissing),
+        (true, Some(model)) => Some(
+            model
+                .find(&image, BoxRule::DEFAULT)
+                .map_err(|e| ServiceError::Algo(format!("subject detection failed: {e}")))?,
+        ),
+    };
+    let found = match detected {
+        Some(Subject::Found(r)) => Some(r),
+        _ => None,
+    };
+    // A stored image embeds the subject's box as it would a Region; a query keeps the
+    // whole picture as its first vector and adds the box (`subject_tensor`).
+    let region = if stored {
+        opts.region.or(found)
+    } else {
+        opts.region
+    };
+    let subject_tensor = match found {
+        Some(r) if !stored => {
+            let cut = r
+                .crop(&image)
+                .map_err(|e| ServiceError::Internal(e.to_string()))?;
+            let trimmed = borders::trim(&cut);
+            let mut t = vec![0f32; INPUT_LEN];
+            write_input_tensor(trimmed.as_ref().unwrap_or(&cut), &mut t);
+            Some(t)
+        }
+        _ => None,
+    };
+    let cut = region
         .map(|r| r.crop(&image))
         .transpose()
         .map_err(|e| ServiceError::InvalidParameter(e.to_string()))?;
@@ -107,6 +158,8 @@ pub(crate) fn prepare(bytes: &[u8], opts: &PrepareOptions) -> Result<Prepared, S
         untrimmed,
         thumbnail,
         copy,
+        subject: detected,
+        subject_tensor,
     })
 }
 
@@ -164,6 +217,7 @@ mod tests {
             copy: true,
             copy_from_thumbnail: true,
             region: None,
+            crop: false,
         }
     }
 
