@@ -22,8 +22,8 @@ use super::error::ApiError;
 use super::params::Params;
 use crate::rules::{
     check_extra_data, descriptors_name, is_valid_db_name, is_valid_entity_id, parse_descriptors,
-    DB_NAME_RULE, DESCRIPTORS_PARAM, DESCRIPTORS_RULE, ENTITY_ID_RULE, LIST_DEFAULT_LIMIT,
-    LIST_MAX_LIMIT, SEARCH_MAX_LIMIT, CROP_PARAM, REGION_PARAM,
+    CROP_PARAM, DB_NAME_RULE, DESCRIPTORS_PARAM, DESCRIPTORS_RULE, ENTITY_ID_RULE,
+    LIST_DEFAULT_LIMIT, LIST_MAX_LIMIT, REGION_PARAM, SEARCH_MAX_LIMIT,
 };
 use crate::service::images::{
     AddImage, ImageService, ImageSource, ListImages, Part, SearchImage, SearchQuery, StoredImage,
@@ -300,9 +300,7 @@ pub fn map_err(e: ServiceError) -> ApiError {
         ServiceError::ImageSize(_) => ApiError::InvalidImageSize(msg),
         ServiceError::Busy(_)
         | ServiceError::CopyModelMissing(_)
-        | ServiceError::SubjectModelMissing => {
-            ApiError::ServiceUnavailable(msg)
-        }
+        | ServiceError::SubjectModelMissing => ApiError::ServiceUnavailable(msg),
         ServiceError::Algo(_) => ApiError::AlgoError(msg),
         ServiceError::Internal(_) => ApiError::Internal(msg),
     }
@@ -646,7 +644,10 @@ mod tests {
             data
         };
         assert_eq!(echo(Part::Whole, None), json!({}));
-        assert_eq!(echo(Part::Region(r), None), json!({"Region": "10,90,20,80"}));
+        assert_eq!(
+            echo(Part::Region(r), None),
+            json!({"Region": "10,90,20,80"})
+        );
         assert_eq!(
             echo(Part::Subject, Some(Subject::Found(r))),
             json!({"Region": "10,90,20,80", "Crop": "subject"})

@@ -464,7 +464,9 @@ impl ImageService {
         };
         let (queries, subject) = match req.query {
             SearchQuery::Image(source) => self.image_query(&index, source, req.part).await?,
-            SearchQuery::Stored(stored) => (self.stored_query(tenant, &req.db, stored).await?, None),
+            SearchQuery::Stored(stored) => {
+                (self.stored_query(tenant, &req.db, stored).await?, None)
+            }
         };
         // DistinctEntity needs more hits than it returns; fetch more until the page is
         // full or the database is exhausted.

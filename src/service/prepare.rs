@@ -204,6 +204,9 @@ mod tests {
         out.into_inner()
     }
 
+    /// The sample photo (sorted ImageNet samples) used for the subject tests.
+    const SUBJECT_SAMPLE: usize = 300;
+
     fn query_options() -> PrepareOptions {
         PrepareOptions {
             copy_from_thumbnail: true,
@@ -262,6 +265,115 @@ mod tests {
                 .contains("x2=500 is beyond the image's width; it must be at most 400"),
             "{e}"
         );
+    }
+
+    /// JPEG bytes of sample photo `index` at 40% per side pasted at (x, y) = a fifth of
+    /// the canvas on a mosaic of pseudo-random 32-px blocks the photo's size, and where
+    /// it went (x1, x2, y1, y2).
+    fn photo_on_blocks(index: usize) -> (Vec<u8>, Region) {
+        let bytes = &crate::vision::decode::tests::samples()[index].1;
+        let photo = image::load_from_memory(bytes).unwrap().to_rgb8();
+        let photo =
+            image::imageops::resize(&photo, 500, 400, image::imageops::FilterType::Triangle);
+        let small =
+            image::imageops::resize(&photo, 200, 160, image::imageops::FilterType::Triangle);
+        let mut seed = 12345u32;
+        let mut next = move || {
+            seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12345);
+            (seed >> 16) as u8
+        };
+        let colours: Vec<[u8; 3]> = (0..16 * 13).map(|_| [next(), next(), next()]).collect();
+        let mut canvas = image::RgbImage::from_fn(500, 400, |x, y| {
+            image::Rgb(colours[(y / 32 * 16 + x / 32) as usize])
+        });
+        image::imageops::replace(&mut canvas, &small, 100, 80);
+        let mut out = std::io::Cursor::new(Vec::new());
+        canvas.write_to(&mut out, image::ImageFormat::Jpeg).unwrap();
+        let placed = Region {
+            x1: 100,
+            x2: 300,
+            y1: 80,
+            y2: 240,
+        };
+        (out.into_inner(), placed)
+    }
+
+    fn subject_model() -> SubjectModel {
+        // Fails, not skips, without the model: CI runs scripts/setup.sh first.
+        let files = crate::vision::model::ModelFiles::locate(None, None).expect("setup.sh");
+        let path = crate::vision::model::locate_subject_model(None).expect("run setup.sh");
+        SubjectModel::load(&files.onnxruntime, &path, Default::default()).unwrap()
+    }
+
+    #[test]
+    fn crop_finds_the_subject_and_embeds_it_like_a_region() {
+        let model = subject_model();
+        let (bytes, placed) = photo_on_blocks(SUBJECT_SAMPLE);
+        let crop = |opts: PrepareOptions| {
+            prepare_with(&bytes, &PrepareOptions { crop: true, ..opts }, Some(&model)).unwrap()
+        };
+        let stored = crop(stored_options());
+        let Some(Subject::Found(r)) = stored.subject else {
+            panic!("no subject found: {:?}", stored.subject);
+        };
+        // The box is about where the photo went.
+        let inter = (r.x2.min(placed.x2).saturating_sub(r.x1.max(placed.x1)))
+            * (r.y2.min(placed.y2).saturating_sub(r.y1.max(placed.y1)));
+        let union = r.width() * r.height() + placed.width() * placed.height() - inter;
+        assert!(inter * 2 > union, "box {r} vs placed {placed}");
+        // Stored: the box is embedded as that Region would be; thumbnail and copy input
+        // stay the whole picture's; no second tensor.
+        let as_region = prepare(
+            &bytes,
+            &PrepareOptions {
+                region: Some(r),
+                ..stored_options()
+            },
+        )
+        .unwrap();
+        let whole = prepare(&bytes, &stored_options()).unwrap();
+        assert_eq!(stored.tensor, as_region.tensor);
+        assert_ne!(stored.tensor, whole.tensor);
+        assert_eq!(stored.thumbnail, whole.thumbnail);
+        assert_eq!(stored.copy, whole.copy);
+        assert!(stored.subject_tensor.is_none());
+        // Query: the whole picture first, the box as an extra input.
+        let query = crop(query_options());
+        assert_eq!(query.subject, Some(Subject::Found(r)));
+        assert_eq!(
+            query.tensor,
+            prepare(&bytes, &query_options()).unwrap().tensor
+        );
+        assert_eq!(query.subject_tensor.as_ref(), Some(&as_region.tensor));
+        // A Region given too wins (the API refuses both together).
+        let both = crop(PrepareOptions {
+            region: Some(Region::parse("0,100,0,100").unwrap()),
+            ..query_options()
+        });
+        assert!(both.subject.is_none() && both.subject_tensor.is_none());
+    }
+
+    #[test]
+    fn a_flat_picture_falls_back_to_the_whole_image() {
+        let model = subject_model();
+        let flat = image::RgbImage::from_pixel(300, 200, image::Rgb([90, 140, 200]));
+        let mut bytes = std::io::Cursor::new(Vec::new());
+        flat.write_to(&mut bytes, image::ImageFormat::Png).unwrap();
+        let bytes = bytes.into_inner();
+        let opts = PrepareOptions {
+            crop: true,
+            ..stored_options()
+        };
+        let p = prepare_with(&bytes, &opts, Some(&model)).unwrap();
+        assert!(
+            matches!(p.subject, Some(Subject::None(_))),
+            "{:?}",
+            p.subject
+        );
+        assert_eq!(p.tensor, prepare(&bytes, &stored_options()).unwrap().tensor);
+        // Without the model, Crop is refused.
+        let e = prepare_with(&bytes, &opts, None).err().unwrap();
+        assert!(matches!(e, ServiceError::SubjectModelMissing), "{e}");
     }
 
     #[test]

@@ -5,8 +5,8 @@
 //! Input `input.1`: float `[1,3,320,320]`, the image squashed to 320² (Lanczos-3, as
 //! rembg does), divided by its largest channel value, then ImageNet mean/std; output 0:
 //! `[1,1,320,320]`, min-max normalised here to a 0–1 mask. The box is the extent of the
-//! mask's pixels at or above the threshold (the outermost 1% of them on each side
-//! ignored, so that a few stray pixels do not stretch it), widened by a margin and mapped
+//! mask's pixels at or above the threshold (thin outer rows and columns holding at most 1%
+//! of them ignored, so that a few stray pixels do not stretch it), widened by a margin and mapped
 //! back to the image's pixels. A mask that is empty, a box smaller than a `Region` may be
 //! or one that covers nearly the whole image is "no subject" ([`NoSubject`]): the caller
 //! then uses the whole image.
@@ -37,8 +37,11 @@ pub const SUBJECT_SIDE: usize = 320;
 const INPUT_NAME: &str = "input.1";
 const MEAN: [f32; 3] = [0.485, 0.456, 0.406];
 const STD: [f32; 3] = [0.229, 0.224, 0.225];
-/// Share of the mask's pixels ignored at each edge of the box (stray specks).
+/// At most this share of the mask's pixels is ignored at each edge of the box…
 const OUTLIER_SHARE: f64 = 0.01;
+/// …and only in rows (columns) holding less than this share of the fullest one's pixels:
+/// stray specks and wisps, not the subject's edge.
+const THIN_LINE_SHARE: f64 = 0.05;
 /// A box covering at least this share of the image's area is the whole image.
 const WHOLE_AREA_SHARE: f64 = 0.9;
 
@@ -176,20 +179,26 @@ pub fn subject_box(mask: &Mask, width: u32, height: u32, rule: BoxRule) -> Subje
     Subject::Found(region)
 }
 
-/// First and last index of `hist` once `skip` counts are dropped from each end.
+/// First and last index of `hist` once thin outer lines are dropped from each end: lines
+/// holding under [`THIN_LINE_SHARE`] of the fullest line's count, while together they
+/// hold at most `skip` counts. A solid block keeps every line.
 fn extent(hist: &[u64], skip: u64) -> Option<(usize, usize)> {
-    let past_skip = |order: &mut dyn Iterator<Item = usize>| {
-        let mut seen = 0u64;
+    let fullest = hist.iter().copied().max().unwrap_or(0);
+    let thin = (fullest as f64 * THIN_LINE_SHARE).ceil() as u64;
+    let first_kept = |order: &mut dyn Iterator<Item = usize>| {
+        let mut dropped = 0u64;
         for i in order {
-            seen += hist[i];
-            if seen > skip {
-                return Some(i);
+            let c = hist[i];
+            if c == 0 || (c < thin && dropped + c <= skip) {
+                dropped += c;
+                continue;
             }
+            return Some(i);
         }
         None
     };
-    let lo = past_skip(&mut (0..hist.len()))?;
-    let hi = past_skip(&mut (0..hist.len()).rev())?;
+    let lo = first_kept(&mut (0..hist.len()))?;
+    let hi = first_kept(&mut (0..hist.len()).rev())?;
     (lo <= hi).then_some((lo, hi))
 }
 
@@ -398,7 +407,10 @@ mod tests {
             assert_eq!(input.name(), INPUT_NAME);
             let shape = input.dtype().tensor_shape().expect("a tensor input");
             assert_eq!(**shape, [1, 3, 320, 320]);
-            let output = session.outputs()[0].dtype().tensor_shape().expect("a tensor");
+            let output = session.outputs()[0]
+                .dtype()
+                .tensor_shape()
+                .expect("a tensor");
             assert_eq!(**output, [1, 1, 320, 320]);
         }
         let img = object_on_plain(600, 400, (340, 120, 160));
@@ -408,8 +420,14 @@ mod tests {
             panic!("no subject in an object on a plain canvas");
         };
         // The box holds the object's centre and is far smaller than the picture.
-        assert!(r.x1 <= 420 && r.x2 >= 420 && r.y1 <= 200 && r.y2 >= 200, "{r}");
+        assert!(
+            r.x1 <= 420 && r.x2 >= 420 && r.y1 <= 200 && r.y2 >= 200,
+            "{r}"
+        );
         assert!(r.width() * r.height() < 600 * 400 / 2, "{r}");
-        assert!(r.x1 >= 280 && r.y1 >= 60, "box {r} strays far from the object");
+        assert!(
+            r.x1 >= 280 && r.y1 >= 60,
+            "box {r} strays far from the object"
+        );
     }
 }

@@ -58,6 +58,10 @@ pub struct QualityBench {
     /// Chooses the queried images and the random parts of the edits.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Query only images that `--seed N` (same `--queries`) does not: a report split
+    /// disjoint from the split a setting was chosen on.
+    #[arg(long)]
+    disjoint_from: Option<u64>,
     /// Intra-op threads of the network.
     #[arg(long, default_value_t = 2)]
     threads: usize,
@@ -94,13 +98,25 @@ pub fn run(config: &ModelConfig, b: QualityBench) -> anyhow::Result<ExitCode> {
     let images = super::list_images(&b.dir)?;
     let n = images.len();
     let q = b.queries.min(n);
-    // Queried images: the first q of a seeded Fisher–Yates shuffle.
-    let mut order: Vec<usize> = (0..n).collect();
-    let mut rng = Rng::new(b.seed);
-    for i in (1..n).rev() {
-        order.swap(i, rng.below(i as u64 + 1) as usize);
-    }
-    let mut queried: Vec<usize> = order[..q].to_vec();
+    // Queried images: the first q of a seeded Fisher–Yates shuffle, leaving out those the
+    // `--disjoint-from` seed queries.
+    let draw = |seed: u64| {
+        let mut order: Vec<usize> = (0..n).collect();
+        let mut rng = Rng::new(seed);
+        for i in (1..n).rev() {
+            order.swap(i, rng.below(i as u64 + 1) as usize);
+        }
+        order
+    };
+    let excluded: Vec<usize> = b
+        .disjoint_from
+        .map_or(Vec::new(), |s| draw(s)[..q].to_vec());
+    let q = q.min(n - excluded.len());
+    let mut queried: Vec<usize> = draw(b.seed)
+        .into_iter()
+        .filter(|i| !excluded.contains(i))
+        .take(q)
+        .collect();
     queried.sort_unstable();
 
     let options = ModelOptions {
@@ -434,6 +450,7 @@ pub fn run(config: &ModelConfig, b: QualityBench) -> anyhow::Result<ExitCode> {
             "queried_images": q,
             "queries": queries.len(),
             "seed": b.seed,
+            "disjoint_from": b.disjoint_from,
             "overall_over": core,
             "database_images_trimmed": trimmed_db,
             "threads": b.threads,
@@ -460,7 +477,10 @@ fn rank_method(
             .iter()
             .filter(|(_, e, _)| *e == edit)
             .map(|(target, _, item)| {
-                let qv: Vec<Vec<f32>> = query_parts.iter().map(|p| compose(&item.descs, p)).collect();
+                let qv: Vec<Vec<f32>> = query_parts
+                    .iter()
+                    .map(|p| compose(&item.descs, p))
+                    .collect();
                 rank_of(*target, dbv.len(), |j| {
                     qv.iter()
                         .map(|v| dot(v, &dbv[j]))
