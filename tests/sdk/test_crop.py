@@ -8,8 +8,10 @@ image: <why>" when no subject was found. `Crop` with `Region`, with a stored-ima
 stored. Signed V1 requests (the SDKs' request models have no such field).
 
 The picture: a product photo scaled to 40% per side and pasted on a mosaic of
-random-coloured 32-px blocks (bench quality's "paste 40% on blocks"), which the whole-image
-embedding does not find first."""
+random-coloured 32-px blocks (bench quality's "paste 40% on blocks"). Among 12 stored
+photos the whole-image search still ranks it first but at Score 5.5; with Crop=true it
+scores 7.6 (at 1,000 images the plain search finds such pastes first about a third of the
+time: README "Regions and Crop")."""
 
 from __future__ import annotations
 
@@ -21,8 +23,8 @@ from PIL import Image
 
 from helpers import unique_name, v1_request
 
-# Index into images.good of the product photo, and the other stored photos.
-PRODUCT = 3
+# Index into images.good of the product photo (a beer bottle), and the other stored photos.
+PRODUCT = 22
 OTHERS = [0, 5, 9, 14, 20, 24, 28, 31, 35, 40, 44]
 
 
@@ -52,13 +54,12 @@ def on_blocks(photo: Image.Image, seed: int) -> tuple[Image.Image, tuple[int, in
     return canvas, (x, x + small.width, y, y + small.height)
 
 
-def overlap(a, b) -> float:
-    """Intersection over union of two x1,x2,y1,y2 boxes."""
-    iw = max(0, min(a[1], b[1]) - max(a[0], b[0]))
-    ih = max(0, min(a[3], b[3]) - max(a[2], b[2]))
-    inter = iw * ih
-    area = lambda r: (r[1] - r[0]) * (r[3] - r[2])  # noqa: E731
-    return inter / (area(a) + area(b) - inter)
+def inside(box, placed) -> float:
+    """Share of `box` (x1, x2, y1, y2) inside `placed`: the subject is in the pasted
+    photo (it may be a part of it, the bottle rather than the whole photo)."""
+    iw = max(0, min(box[1], placed[1]) - max(box[0], placed[0]))
+    ih = max(0, min(box[3], placed[3]) - max(box[2], placed[2]))
+    return iw * ih / ((box[1] - box[0]) * (box[3] - box[2]))
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +97,7 @@ def test_search_with_crop_finds_the_pasted_product_first(server, shop):
     assert cropped["Crop"] == "subject", cropped
     box = region_of(cropped)
     assert 0 <= box[0] < box[1] <= w and 0 <= box[2] < box[3] <= h, box
-    assert overlap(box, placed) > 0.5, (box, placed)
+    assert inside(box, placed) > 0.6, (box, placed)
     top = cropped["MatchList"][0]
     assert top["DataId"] == ids["product"], cropped["MatchList"]
     # Without Crop the product is not first, or at least scores lower: the mosaic dominates.
@@ -126,7 +127,7 @@ def test_crop_keeps_the_whole_picture_as_a_query_too(server, shop, images, image
 def test_add_with_crop_stores_the_subject(server, shop, images, image_server):
     db, ids, url, placed, _ = shop
     data = ok(server.port, "AddImage", DbName=db, EntityId="pasted", ImageUrl=url, Crop="true")
-    assert data["Crop"] == "subject" and overlap(region_of(data), placed) > 0.5, data
+    assert data["Crop"] == "subject" and inside(region_of(data), placed) > 0.6, data
     # The stored box looks like the product: searching with the product photo ranks it
     # right after the photo's own image.
     m = ok(server.port, "SearchImage", DbName=db, ImageUrl=image_server.url(images.good[PRODUCT]),
