@@ -56,9 +56,13 @@ pub struct BoxRule {
 }
 
 impl BoxRule {
+    /// Threshold 0.5, no margin: on `bench quality --seed 1 --subject-grid` (thresholds
+    /// 0.3/0.5/0.7 × margins 0/0.05/0.15) margin 0 was best for "paste on blocks" (0.990
+    /// at 0.3 and 0.5, 0.985 at 0.7; margins 0.05 and 0.15 lost 0.005–0.03) and 0.5 kept
+    /// JPEG q20 at 0.980. The differences are one to five queries of 200.
     pub const DEFAULT: BoxRule = BoxRule {
         threshold: 0.5,
-        margin: 0.05,
+        margin: 0.0,
     };
 }
 
