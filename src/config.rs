@@ -11,9 +11,10 @@ use crate::vision::copy_model::{CopyModel, COPY_MODEL_IN_CACHE};
 use crate::vision::embedder::BatcherConfig;
 use crate::vision::embedder::Networks;
 use crate::vision::model::{
-    build_graph, locate_copy_model, EfficientNet, ModelError, ModelFiles, ModelOptions,
-    ONNXRUNTIME_IN_CACHE, WEIGHTS_IN_CACHE,
+    build_graph, locate_copy_model, locate_subject_model, EfficientNet, ModelError, ModelFiles,
+    ModelOptions, ONNXRUNTIME_IN_CACHE, WEIGHTS_IN_CACHE,
 };
+use crate::vision::subject::{SubjectModel, SUBJECT_MODEL_IN_CACHE};
 
 /// Where the network's files are and how it runs.
 #[derive(Debug, Clone, clap::Args)]
@@ -42,6 +43,11 @@ pub struct ModelConfig {
     /// does not accept its licence terms.
     #[arg(long, env = "IMGSEARCH_NO_COPY_MODEL", global = true)]
     pub no_copy_model: bool,
+    /// The subject model behind `Crop=true` (U-2-Net small, `u2netp.onnx`). Default: the
+    /// repo's .cache/ (scripts/setup.sh); when it is not there the server runs and
+    /// `Crop=true` gets 503 ServiceUnavailable saying so.
+    #[arg(long, env = "IMGSEARCH_SUBJECT_MODEL", global = true)]
+    pub subject_model: Option<PathBuf>,
     /// Inference sessions running in parallel (0 = one per core). One session using every
     /// core measured fastest end to end on 2 cores (README, `bench embed`), hence 1.
     #[arg(
@@ -136,6 +142,28 @@ impl ModelConfig {
             }
             Err(e) => Err(e),
         }
+    }
+
+    /// The subject model for `Crop=true`: `None` (with a warning) when no path was given
+    /// and the cache lacks it; an explicit path that is missing is an error. One session
+    /// for the whole server, with this config's threads: it runs only on request.
+    pub fn load_subject_model(&self) -> Result<Option<SubjectModel>, ModelError> {
+        let in_dirs = self
+            .subject_model
+            .is_none()
+            .then(|| self.in_model_dirs(SUBJECT_MODEL_IN_CACHE))
+            .flatten();
+        let path =
+            match in_dirs.map_or_else(|| locate_subject_model(self.subject_model.clone()), Ok) {
+                Ok(path) => path,
+                Err(e) if self.subject_model.is_none() => {
+                    tracing::warn!("{e}; Crop=true is unavailable");
+                    return Ok(None);
+                }
+                Err(e) => return Err(e),
+            };
+        let files = self.files()?;
+        SubjectModel::load(&files.onnxruntime, &path, self.options()).map(Some)
     }
 
     pub fn options(&self) -> ModelOptions {

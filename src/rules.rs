@@ -132,6 +132,11 @@ pub const FILTER_MAX_DEPTH: usize = 32;
 /// Smallest side of a `Region` (ours, Image Search's syntax), in pixels: a smaller cut-out
 /// holds too little to embed.
 pub const REGION_MIN_SIDE: u32 = 32;
+/// The parameter naming a part of a new image to embed (`x1,x2,y1,y2`, ours).
+pub const REGION_PARAM: &str = "Region";
+/// The parameter asking for the main subject to be found and embedded (`true`/`false`,
+/// ours); the API refuses it together with `Region` and with a stored-image query.
+pub const CROP_PARAM: &str = "Crop";
 
 // ---- images ---------------------------------------------------------------------------
 

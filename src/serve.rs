@@ -105,7 +105,17 @@ async fn run_async(model: &ModelConfig, config: ServeConfig) -> anyhow::Result<E
             &config.upload_endpoint,
         )?)
     };
-    let mut service = ImageService::start(store, fetcher, embedder, tokens, index_settings)?;
+    let subject = model.load_subject_model()?.map(Arc::new);
+    eprintln!(
+        "Crop=true (subject detection): {}",
+        if subject.is_some() {
+            "on (U-2-Net small, runs only when a request asks)"
+        } else {
+            "OFF, the subject model was not found; run scripts/setup.sh"
+        }
+    );
+    let mut service = ImageService::start(store, fetcher, embedder, tokens, index_settings)?
+        .with_subject_model(subject);
     if let Some(bucket) = upload_bucket {
         eprintln!(
             "uploads (SDK Advance calls): http://{}/ (through this server as HTTP proxy, or a \

@@ -10,7 +10,10 @@
 //! without re-embedding; AddImage takes attributes (`IntAttr`…, `StrAttr`…), SearchImage and
 //! ListImages a `Filter` on them, and both list each image's attributes (`api::attributes`);
 //! CreateImageDb takes `Descriptors` (what the database indexes) and ListImageDbs shows
-//! it, with `CopyModel` (whether this server computes copy descriptors).
+//! it, with `CopyModel` (whether this server computes copy descriptors) and `SubjectModel`
+//! (whether `Crop=true` can run). AddImage and SearchImage take `Region=x1,x2,y1,y2` (embed
+//! that part) or `Crop=true` (find the main subject); `Data.Region` echoes the part used and,
+//! with Crop, `Data.Crop` says whether a subject was found.
 
 use serde_json::{json, Value};
 
@@ -19,15 +22,16 @@ use super::error::ApiError;
 use super::params::Params;
 use crate::rules::{
     check_extra_data, descriptors_name, is_valid_db_name, is_valid_entity_id, parse_descriptors,
-    DB_NAME_RULE, DESCRIPTORS_PARAM, DESCRIPTORS_RULE, ENTITY_ID_RULE, LIST_DEFAULT_LIMIT,
-    LIST_MAX_LIMIT, SEARCH_MAX_LIMIT,
+    CROP_PARAM, DB_NAME_RULE, DESCRIPTORS_PARAM, DESCRIPTORS_RULE, ENTITY_ID_RULE,
+    LIST_DEFAULT_LIMIT, LIST_MAX_LIMIT, REGION_PARAM, SEARCH_MAX_LIMIT,
 };
 use crate::service::images::{
-    AddImage, ImageService, ImageSource, ListImages, SearchImage, SearchQuery, StoredImage,
+    AddImage, ImageService, ImageSource, ListImages, Part, SearchImage, SearchQuery, StoredImage,
 };
 use crate::service::ServiceError;
 use crate::store::{DataId, DbDescriptors, Order};
 use crate::vision::region::Region;
+use crate::vision::subject::Subject;
 
 /// Runs `action` for `tenant`; returns the `Data` member (or `None` for actions whose
 /// response is only a RequestId).
@@ -60,7 +64,16 @@ pub async fn dispatch(
             } else {
                 "absent"
             };
-            Ok(Some(json!({ "DbList": list, "CopyModel": copy_model })))
+            let subject_model = if service.has_subject_model() {
+                "loaded"
+            } else {
+                "absent"
+            };
+            Ok(Some(json!({
+                "DbList": list,
+                "CopyModel": copy_model,
+                "SubjectModel": subject_model,
+            })))
         }
         "DeleteImageDb" => {
             let name = db_name(params, "Name")?;
@@ -74,14 +87,12 @@ pub async fn dispatch(
                 extra_data: extra_data(params)?,
                 source: image_source(params)?,
                 attributes: attributes::attributes(params)?,
-                region: region(params)?,
+                part: part(params)?,
             };
-            let region = req.region;
-            let record = service.add_image(tenant, req).await.map_err(map_err)?;
+            let part = req.part;
+            let (record, subject) = service.add_image(tenant, req).await.map_err(map_err)?;
             let mut data = json!({ "DataId": record.data_id.to_string() });
-            if let Some(r) = region {
-                data["Region"] = Value::String(r.to_string());
-            }
+            echo_part(&mut data, part, subject);
             Ok(Some(data))
         }
         "ListImages" => {
@@ -121,13 +132,17 @@ pub async fn dispatch(
             let limit = int_param(params, "Limit", 1, SEARCH_MAX_LIMIT as u64)?
                 .ok_or_else(|| required("Limit", "an integer from 1 to 1000"))?;
             let query = search_query(params)?;
-            let region = region(params)?;
-            if region.is_some() && matches!(query, SearchQuery::Stored(_)) {
-                return Err(ApiError::InvalidParameter(
-                    "Region cuts a part out of a new image (ImageUrl or ImageContent); it cannot \
-                     be combined with DataId or EntityId"
-                        .into(),
-                ));
+            let part = part(params)?;
+            if part != Part::Whole && matches!(query, SearchQuery::Stored(_)) {
+                let name = if part == Part::Subject {
+                    "Crop=true finds the subject of"
+                } else {
+                    "Region cuts a part out of"
+                };
+                return Err(ApiError::InvalidParameter(format!(
+                    "{name} a new image (ImageUrl or ImageContent); it cannot be combined with \
+                     DataId or EntityId"
+                )));
             }
             let req = SearchImage {
                 db: db_name(params, "DbName")?,
@@ -136,9 +151,9 @@ pub async fn dispatch(
                 min_score: float_param(params, "MinScore", 0.0, 10.0)?,
                 distinct_entity: bool_param(params, "DistinctEntity")?.unwrap_or(false),
                 filter: attributes::filter(params)?.map(|f| f.filter),
-                region,
+                part,
             };
-            let matches = service.search_image(tenant, req).await.map_err(map_err)?;
+            let (matches, subject) = service.search_image(tenant, req).await.map_err(map_err)?;
             let list: Vec<Value> = matches
                 .iter()
                 .map(|m| {
@@ -154,9 +169,7 @@ pub async fn dispatch(
                 })
                 .collect();
             let mut data = json!({ "MatchList": list });
-            if let Some(r) = region {
-                data["Region"] = Value::String(r.to_string());
-            }
+            echo_part(&mut data, part, subject);
             Ok(Some(data))
         }
         "DeleteImage" => {
@@ -219,13 +232,44 @@ pub async fn dispatch(
     }
 }
 
-/// `Region=x1,x2,y1,y2` (ours, Image Search's syntax); checked against the image later.
-fn region(params: &Params) -> Result<Option<Region>, ApiError> {
-    params
-        .get_non_empty("Region")
+/// What of a new image to use: `Region=x1,x2,y1,y2` (ours, Image Search's syntax; checked
+/// against the image later) or `Crop=true` (ours: the main subject), not both.
+fn part(params: &Params) -> Result<Part, ApiError> {
+    let region = params
+        .get_non_empty(REGION_PARAM)
         .map(Region::parse)
         .transpose()
-        .map_err(|e| ApiError::InvalidParameter(e.to_string()))
+        .map_err(|e| ApiError::InvalidParameter(e.to_string()))?;
+    let crop = bool_param(params, CROP_PARAM)?.unwrap_or(false);
+    match (region, crop) {
+        (Some(_), true) => Err(ApiError::InvalidParameter(format!(
+            "{CROP_PARAM}=true finds the region itself; send either {REGION_PARAM} or \
+             {CROP_PARAM}=true, not both"
+        ))),
+        (Some(r), false) => Ok(Part::Region(r)),
+        (None, true) => Ok(Part::Subject),
+        (None, false) => Ok(Part::Whole),
+    }
+}
+
+/// `Data.Region`: the part of the image that was embedded, in its pixels ("x1,x2,y1,y2"),
+/// when it was not the whole image; with `Crop=true`, `Data.Crop`: "subject" when a box
+/// was found, else "whole image: " and why.
+fn echo_part(data: &mut Value, part: Part, subject: Option<Subject>) {
+    let used = match (part, subject) {
+        (Part::Region(r), _) | (_, Some(Subject::Found(r))) => Some(r),
+        _ => None,
+    };
+    if let Some(r) = used {
+        data[REGION_PARAM] = Value::String(r.to_string());
+    }
+    match subject {
+        Some(Subject::Found(_)) => data[CROP_PARAM] = Value::String("subject".into()),
+        Some(Subject::None(why)) => {
+            data[CROP_PARAM] = Value::String(format!("whole image: {why}"));
+        }
+        None => {}
+    }
 }
 
 fn data_id(params: &Params) -> Result<DataId, ApiError> {
@@ -256,9 +300,9 @@ pub fn map_err(e: ServiceError) -> ApiError {
         ServiceError::ImageFormat(_) => ApiError::InvalidImageFormat(msg),
         ServiceError::ImageResolution(_) => ApiError::InvalidImageResolution(msg),
         ServiceError::ImageSize(_) => ApiError::InvalidImageSize(msg),
-        ServiceError::Busy(_) | ServiceError::CopyModelMissing(_) => {
-            ApiError::ServiceUnavailable(msg)
-        }
+        ServiceError::Busy(_)
+        | ServiceError::CopyModelMissing(_)
+        | ServiceError::SubjectModelMissing => ApiError::ServiceUnavailable(msg),
         ServiceError::Algo(_) => ApiError::AlgoError(msg),
         ServiceError::Internal(_) => ApiError::Internal(msg),
     }
@@ -562,5 +606,57 @@ mod tests {
         assert_eq!(distinct("DistinctEntity=true").unwrap(), Some(true));
         assert_eq!(distinct("DistinctEntity=False").unwrap(), Some(false));
         assert!(distinct("DistinctEntity=yes").is_err());
+    }
+
+    #[test]
+    fn crop_or_region_not_both() {
+        let region = Region::parse("0,40,0,40").unwrap();
+        assert_eq!(part(&params("")).unwrap(), Part::Whole);
+        assert_eq!(part(&params("Crop=true")).unwrap(), Part::Subject);
+        assert_eq!(part(&params("Crop=TRUE")).unwrap(), Part::Subject);
+        assert_eq!(part(&params("Crop=False")).unwrap(), Part::Whole);
+        assert_eq!(
+            part(&params("Region=0,40,0,40&Crop=false")).unwrap(),
+            Part::Region(region)
+        );
+        for (q, words) in [
+            ("Crop=maybe", "Crop \"maybe\" is invalid: use true or false"),
+            ("Crop=1", "Crop \"1\" is invalid"),
+            (
+                "Region=0,40,0,40&Crop=true",
+                "send either Region or Crop=true, not both",
+            ),
+        ] {
+            let e = part(&params(q)).unwrap_err();
+            assert_eq!(e.code(), "InvalidParameter", "{q}");
+            assert!(e.message().contains(words), "{q}: {}", e.message());
+        }
+        let e = map_err(ServiceError::SubjectModelMissing);
+        assert_eq!((e.code(), e.http_status()), ("ServiceUnavailable", 503));
+        assert!(e.message().contains("subject model"), "{}", e.message());
+    }
+
+    #[test]
+    fn the_part_used_is_echoed() {
+        use crate::vision::subject::NoSubject;
+        let r = Region::parse("10,90,20,80").unwrap();
+        let echo = |part, subject| {
+            let mut data = json!({});
+            echo_part(&mut data, part, subject);
+            data
+        };
+        assert_eq!(echo(Part::Whole, None), json!({}));
+        assert_eq!(
+            echo(Part::Region(r), None),
+            json!({"Region": "10,90,20,80"})
+        );
+        assert_eq!(
+            echo(Part::Subject, Some(Subject::Found(r))),
+            json!({"Region": "10,90,20,80", "Crop": "subject"})
+        );
+        assert_eq!(
+            echo(Part::Subject, Some(Subject::None(NoSubject::EmptyMask))),
+            json!({"Crop": "whole image: no distinct subject found"})
+        );
     }
 }

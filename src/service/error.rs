@@ -54,6 +54,13 @@ pub enum ServiceError {
          scripts/setup.sh); restart it with the model"
     )]
     CopyModelMissing(String),
+    /// `Crop=true` on a server without the subject model.
+    #[error(
+        "Crop=true needs the subject model (U-2-Net small, u2netp.onnx), which this server \
+         runs without (the file is absent: run scripts/setup.sh, or pass --subject-model); \
+         send the request without Crop, or with a Region"
+    )]
+    SubjectModelMissing,
     #[error("internal error: {0}")]
     Internal(String),
 }

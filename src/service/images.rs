@@ -15,27 +15,30 @@
 //! margins were trimmed is also embedded untrimmed and each image keeps its better cosine
 //! (one index scan, `ExactIndex::search_max`),
 //! which keeps "the same file scores 10" true for old and new vectors alike.
+//! With `Crop=true` (`Part::Subject`) the main subject's box is one more query vector, and
+//! what a stored image embeds instead of the whole picture (`prepare`, `vision::subject`).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 
-use super::db_index::{DbIndex, ImageVectors, IndexSettings, QueryVectors, ScoredHit, WriteGuard};
+use super::db_index::{DbIndex, ImageVectors, IndexSettings, ScoredHit, WriteGuard};
 use super::error::ServiceError;
 use super::list_token::{ListScope, ListTokenKey};
-use super::prepare::{prepare, PrepareOptions};
+use super::prepare::{prepare_with, PrepareOptions};
 use super::registry::DbIndexes;
 use super::uploads::UploadBucket;
 use crate::attributes::{Attributes, Filter};
 use crate::fetch::ImageFetcher;
-use crate::rules::{ADD_IMAGE_MAX_BYTES, OFFSET_PAGING_LIMIT, SEARCH_IMAGE_MAX_BYTES};
+use crate::rules::{ADD_IMAGE_MAX_BYTES, OFFSET_PAGING_LIMIT};
 use crate::store::{
     DataId, DbDescriptors, DbInfo, DbRef, Descriptor, ImageRecord, ImageStore, ListQuery, NewImage,
     Order, StoreError,
 };
 use crate::vision::embedder::{EmbedInput, EmbeddingBatcher, Inference};
 use crate::vision::region::Region;
+use crate::vision::subject::{Subject, SubjectModel};
 
 /// Where an image comes from: a URL to fetch, or bytes uploaded with the request.
 #[derive(Debug, Clone)]
@@ -44,14 +47,33 @@ pub enum ImageSource {
     Bytes(Vec<u8>),
 }
 
+/// What of a new image is embedded semantically (ours): all of it, a `Region`, or the
+/// main subject the subject model finds (`Crop=true`; the whole image when it finds none).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Part {
+    #[default]
+    Whole,
+    Region(Region),
+    Subject,
+}
+
+impl Part {
+    pub fn region(self) -> Option<Region> {
+        match self {
+            Part::Region(r) => Some(r),
+            _ => None,
+        }
+    }
+}
+
 pub struct AddImage {
     pub db: String,
     pub entity_id: String,
     pub extra_data: String,
     pub source: ImageSource,
     pub attributes: Attributes,
-    /// Embed only this part of the image (ours).
-    pub region: Option<Region>,
+    /// What is embedded (ours).
+    pub part: Part,
 }
 
 /// A parsed `Filter` with its text (a list token is valid only for the same filter).
@@ -119,8 +141,9 @@ pub struct SearchImage {
     pub distinct_entity: bool,
     /// Only images whose attributes pass it.
     pub filter: Option<Filter>,
-    /// Search with only this part of a new image (ours).
-    pub region: Option<Region>,
+    /// What of a new image is searched with (ours); with `Part::Subject` the whole image
+    /// and its subject both are, each database image keeping its better score.
+    pub part: Part,
 }
 
 /// What SearchImage keeps of the ranked hits.
@@ -150,6 +173,8 @@ pub struct ImageService {
     uploads: Option<UploadBucket>,
     /// How long an uploaded object is kept.
     upload_object_secs: i64,
+    /// The salient-object model for `Crop=true` (`None`: not installed).
+    subject: Option<Arc<SubjectModel>>,
 }
 
 /// DistinctEntity stops widening an ANN search at this many candidates.
@@ -184,6 +209,7 @@ impl ImageService {
             backfill: Mutex::new(backfill),
             uploads: None,
             upload_object_secs: crate::rules::UPLOAD_OBJECT_SECS,
+            subject: None,
         })
     }
 
@@ -203,6 +229,17 @@ impl ImageService {
     /// The bucket uploads go to, when they are on.
     pub fn upload_bucket(&self) -> Option<&UploadBucket> {
         self.uploads.as_ref()
+    }
+
+    /// Gives the service the subject model that `Crop=true` needs.
+    pub fn with_subject_model(mut self, model: Option<Arc<SubjectModel>>) -> Self {
+        self.subject = model;
+        self
+    }
+
+    /// Whether `Crop=true` can run.
+    pub fn has_subject_model(&self) -> bool {
+        self.subject.is_some()
     }
 
     /// Stops background work (after its current batch) and writes every changed ANN index
@@ -289,27 +326,31 @@ impl ImageService {
         .await
     }
 
+    /// Stores the image; with `Part::Subject`, also what the subject model found.
     pub async fn add_image(
         &self,
         tenant: &str,
         req: AddImage,
-    ) -> Result<ImageRecord, ServiceError> {
+    ) -> Result<(ImageRecord, Option<Subject>), ServiceError> {
         let index = self.index(tenant, &req.db)?;
         let want_copy = self.wants_copy(&index)?;
         let from_thumbnail = index.indexes(Descriptor::Semantic);
-        let region = req.region;
+        let part = req.part;
+        let subject_model = self.subject_model_for(part)?;
         let (bytes, image_url) = self
             .image_bytes(tenant, req.source, ADD_IMAGE_MAX_BYTES)
             .await?;
         let prepared = tokio::task::spawn_blocking(move || {
-            prepare(
+            prepare_with(
                 &bytes,
                 &PrepareOptions {
                     stored: true,
                     copy: want_copy,
                     copy_from_thumbnail: from_thumbnail,
-                    region,
+                    region: part.region(),
+                    crop: part == Part::Subject,
                 },
+                subject_model.as_deref(),
             )
         })
         .await
@@ -348,7 +389,7 @@ impl ImageService {
             .await?
         };
         self.indexes.promote_if_due(&index);
-        Ok(record)
+        Ok((record, prepared.subject))
     }
 
     pub async fn delete_entity(
@@ -436,22 +477,25 @@ impl ImageService {
         })
     }
 
+    /// The matches; with `Part::Subject`, also what the subject model found.
     pub async fn search_image(
         &self,
         tenant: &str,
         req: SearchImage,
-    ) -> Result<Vec<Match>, ServiceError> {
+    ) -> Result<(Vec<Match>, Option<Subject>), ServiceError> {
         let index = self.index(tenant, &req.db)?;
         let filter = MatchFilter {
             limit: req.limit,
             min_score: req.min_score,
             distinct_entity: req.distinct_entity,
         };
-        let queries = match req.query {
+        let (queries, subject) = match req.query {
             SearchQuery::Image(source) => {
-                self.image_query(tenant, &index, source, req.region).await?
+                self.image_query(tenant, &index, source, req.part).await?
             }
-            SearchQuery::Stored(stored) => self.stored_query(tenant, &req.db, stored).await?,
+            SearchQuery::Stored(stored) => {
+                (self.stored_query(tenant, &req.db, stored).await?, None)
+            }
         };
         // DistinctEntity needs more hits than it returns; fetch more until the page is
         // full or the database is exhausted.
@@ -487,84 +531,10 @@ impl ImageService {
                 || (k >= MAX_ANN_CANDIDATES && index.is_ann());
             let matches = select_matches(&hits, records, filter);
             if matches.len() >= req.limit || exhausted || !req.distinct_entity {
-                return Ok(matches);
+                return Ok((matches, subject));
             }
             k = k.saturating_mul(4).min(total);
         }
-    }
-
-    /// The query vectors of a new image: fetched or uploaded, decoded, embedded.
-    async fn image_query(
-        &self,
-        tenant: &str,
-        index: &DbIndex,
-        source: ImageSource,
-        region: Option<Region>,
-    ) -> Result<QueryVectors, ServiceError> {
-        let want_copy = self.wants_copy(index)?;
-        let (bytes, _) = self
-            .image_bytes(tenant, source, SEARCH_IMAGE_MAX_BYTES)
-            .await?;
-        let opts = PrepareOptions {
-            stored: false,
-            copy: want_copy,
-            copy_from_thumbnail: true,
-            region,
-        };
-        let prepared = tokio::task::spawn_blocking(move || prepare(&bytes, &opts))
-            .await
-            .map_err(|e| ServiceError::Internal(e.to_string()))??;
-        // Submit both before waiting so that they can share one inference batch.
-        let trimmed = self.embedder.submit(EmbedInput {
-            tensor: prepared.tensor,
-            copy: prepared.copy,
-        })?;
-        let untrimmed = match prepared.untrimmed {
-            Some(t) => Some(self.embedder.submit(t)?),
-            None => None,
-        };
-        let first = trimmed.wait_async().await?;
-        let mut queries = QueryVectors {
-            semantic: vec![first.embedding],
-            copy: first.copy,
-        };
-        if let Some(t) = untrimmed {
-            queries.semantic.push(t.wait_async().await?.embedding);
-        }
-        Ok(queries)
-    }
-
-    /// The query vectors of a stored image: its own stored descriptors (a copy descriptor
-    /// only when it has one), so it finds itself at Score 10 like a re-submitted file.
-    async fn stored_query(
-        &self,
-        tenant: &str,
-        db: &str,
-        stored: StoredImage,
-    ) -> Result<QueryVectors, ServiceError> {
-        let (t, d) = (tenant.to_string(), db.to_string());
-        let named = stored.clone();
-        let found = self
-            .blocking_store(move |s| {
-                let db = DbRef::new(&t, &d);
-                let id = match &named {
-                    StoredImage::DataId(id) => *id,
-                    StoredImage::Entity(entity) => match s.first_image_of_entity(db, entity)? {
-                        Some(id) => id,
-                        None => return Ok(None),
-                    },
-                };
-                let semantic = s.get_embeddings(db, Descriptor::Semantic, &[id])?;
-                let Some((_, vector)) = semantic.iter().next() else {
-                    return Ok(None);
-                };
-                let semantic = vec![vector.to_vec()];
-                let copy_set = s.get_embeddings(db, Descriptor::Copy, &[id])?;
-                let copy = copy_set.iter().next().map(|(_, v)| v.to_vec());
-                Ok(Some(QueryVectors { semantic, copy }))
-            })
-            .await?;
-        found.ok_or_else(|| ServiceError::ImageNotFound(stored.not_found(db)))
     }
 
     /// The thumbnail of any image by id (for a link the API layer signed and verified).
@@ -714,6 +684,7 @@ impl Drop for ImageService {
     }
 }
 
+mod query;
 #[cfg(test)]
 mod tests;
 mod update;

@@ -1,9 +1,10 @@
 //! Image preparation for AddImage and SearchImage, on a blocking thread: the API's side
-//! rule checked on the header, the decode, border trimming, the network input tensor(s)
-//! and, for stored images, a JPEG thumbnail.
+//! rule checked on the header, the decode, with `Crop=true` the main subject's box (the
+//! salient-object network runs here, `vision::subject`), border trimming, the network
+//! input tensor(s) and, for stored images, a JPEG thumbnail.
 //!
 //! Not here: getting the bytes (`fetch`, or the request's `ImageContent`), running the
-//! network (`vision::embedder`).
+//! embedding networks (`vision::embedder`).
 
 use super::error::ServiceError;
 use crate::rules::{sides_ok, MAX_SIDE_EXCLUSIVE, MIN_SIDE_EXCLUSIVE};
@@ -12,6 +13,7 @@ use crate::vision::copy_model::copy_input;
 use crate::vision::decode::{self, DecodeLimits};
 use crate::vision::preprocess::{fit_within, resize, write_input_tensor, INPUT_LEN};
 use crate::vision::region::Region;
+use crate::vision::subject::{BoxRule, Subject, SubjectModel};
 
 /// Longest side of the stored thumbnail.
 pub const THUMBNAIL_SIDE: u32 = 256;
@@ -24,6 +26,11 @@ pub(crate) struct Prepared {
     pub thumbnail: Option<Vec<u8>>,
     /// The copy-detection network's input (of the trimmed image), when asked for.
     pub copy: Option<Vec<u8>>,
+    /// With `crop`: what the subject finder found (for the response).
+    pub subject: Option<Subject>,
+    /// For queries with `crop` whose subject was found: the input of the subject's box,
+    /// a query vector beside the whole image's.
+    pub subject_tensor: Option<Vec<f32>>,
 }
 
 /// What [`prepare`] makes of an image.
@@ -42,6 +49,10 @@ pub(crate) struct PrepareOptions {
     /// descriptor and the thumbnail stay those of the whole picture: "the same picture"
     /// is about the upload, "looks alike" about what the caller points at.
     pub region: Option<Region>,
+    /// Find the main subject (`Crop=true`, ours): a stored image embeds its box instead of
+    /// the whole picture (as with `region`); a query embeds it beside the whole picture.
+    /// The API never sends it with `region`; if both come, `region` wins.
+    pub crop: bool,
 }
 
 /// Checks the API's image rules on the bytes, decodes them and makes the network input
@@ -49,6 +60,15 @@ pub(crate) struct PrepareOptions {
 /// untrimmed input too when margins were trimmed; with `copy`, the copy-detection input).
 /// Runs on a blocking thread.
 pub(crate) fn prepare(bytes: &[u8], opts: &PrepareOptions) -> Result<Prepared, ServiceError> {
+    prepare_with(bytes, opts, None)
+}
+
+/// [`prepare`] with the subject finder for `opts.crop` (an error without one).
+pub(crate) fn prepare_with(
+    bytes: &[u8],
+    opts: &PrepareOptions,
+    subject_model: Option<&SubjectModel>,
+) -> Result<Prepared, ServiceError> {
     let (stored, copy, copy_from_thumbnail) = (opts.stored, opts.copy, opts.copy_from_thumbnail);
     let with_thumbnail = stored;
     let (_, width, height) = decode::probe(bytes)?;
@@ -59,8 +79,39 @@ pub(crate) fn prepare(bytes: &[u8], opts: &PrepareOptions) -> Result<Prepared, S
         )));
     }
     let image = decode::decode(bytes, &DecodeLimits::default())?;
-    let cut = opts
-        .region
+    let detected = match (opts.crop && opts.region.is_none(), subject_model) {
+        (false, _) => None,
+        (true, None) => return Err(ServiceError::SubjectModelMissing),
+        (true, Some(model)) => Some(
+            model
+                .find(&image, BoxRule::DEFAULT)
+                .map_err(|e| ServiceError::Algo(format!("subject detection failed: {e}")))?,
+        ),
+    };
+    let found = match detected {
+        Some(Subject::Found(r)) => Some(r),
+        _ => None,
+    };
+    // A stored image embeds the subject's box as it would a Region; a query keeps the
+    // whole picture as its first vector and adds the box (`subject_tensor`).
+    let region = if stored {
+        opts.region.or(found)
+    } else {
+        opts.region
+    };
+    let subject_tensor = match found {
+        Some(r) if !stored => {
+            let cut = r
+                .crop(&image)
+                .map_err(|e| ServiceError::Internal(e.to_string()))?;
+            let trimmed = borders::trim(&cut);
+            let mut t = vec![0f32; INPUT_LEN];
+            write_input_tensor(trimmed.as_ref().unwrap_or(&cut), &mut t);
+            Some(t)
+        }
+        _ => None,
+    };
+    let cut = region
         .map(|r| r.crop(&image))
         .transpose()
         .map_err(|e| ServiceError::InvalidParameter(e.to_string()))?;
@@ -107,6 +158,8 @@ pub(crate) fn prepare(bytes: &[u8], opts: &PrepareOptions) -> Result<Prepared, S
         untrimmed,
         thumbnail,
         copy,
+        subject: detected,
+        subject_tensor,
     })
 }
 
@@ -151,6 +204,9 @@ mod tests {
         out.into_inner()
     }
 
+    /// The sample photo (sorted ImageNet samples) used for the subject tests.
+    const SUBJECT_SAMPLE: usize = 300;
+
     fn query_options() -> PrepareOptions {
         PrepareOptions {
             copy_from_thumbnail: true,
@@ -164,6 +220,7 @@ mod tests {
             copy: true,
             copy_from_thumbnail: true,
             region: None,
+            crop: false,
         }
     }
 
@@ -208,6 +265,115 @@ mod tests {
                 .contains("x2=500 is beyond the image's width; it must be at most 400"),
             "{e}"
         );
+    }
+
+    /// JPEG bytes of sample photo `index` at 40% per side pasted at (x, y) = a fifth of
+    /// the canvas on a mosaic of pseudo-random 32-px blocks the photo's size, and where
+    /// it went (x1, x2, y1, y2).
+    fn photo_on_blocks(index: usize) -> (Vec<u8>, Region) {
+        let bytes = &crate::vision::decode::tests::samples()[index].1;
+        let photo = image::load_from_memory(bytes).unwrap().to_rgb8();
+        let photo =
+            image::imageops::resize(&photo, 500, 400, image::imageops::FilterType::Triangle);
+        let small =
+            image::imageops::resize(&photo, 200, 160, image::imageops::FilterType::Triangle);
+        let mut seed = 12345u32;
+        let mut next = move || {
+            seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12345);
+            (seed >> 16) as u8
+        };
+        let colours: Vec<[u8; 3]> = (0..16 * 13).map(|_| [next(), next(), next()]).collect();
+        let mut canvas = image::RgbImage::from_fn(500, 400, |x, y| {
+            image::Rgb(colours[(y / 32 * 16 + x / 32) as usize])
+        });
+        image::imageops::replace(&mut canvas, &small, 100, 80);
+        let mut out = std::io::Cursor::new(Vec::new());
+        canvas.write_to(&mut out, image::ImageFormat::Jpeg).unwrap();
+        let placed = Region {
+            x1: 100,
+            x2: 300,
+            y1: 80,
+            y2: 240,
+        };
+        (out.into_inner(), placed)
+    }
+
+    fn subject_model() -> SubjectModel {
+        // Fails, not skips, without the model: CI runs scripts/setup.sh first.
+        let files = crate::vision::model::ModelFiles::locate(None, None).expect("setup.sh");
+        let path = crate::vision::model::locate_subject_model(None).expect("run setup.sh");
+        SubjectModel::load(&files.onnxruntime, &path, Default::default()).unwrap()
+    }
+
+    #[test]
+    fn crop_finds_the_subject_and_embeds_it_like_a_region() {
+        let model = subject_model();
+        let (bytes, placed) = photo_on_blocks(SUBJECT_SAMPLE);
+        let crop = |opts: PrepareOptions| {
+            prepare_with(&bytes, &PrepareOptions { crop: true, ..opts }, Some(&model)).unwrap()
+        };
+        let stored = crop(stored_options());
+        let Some(Subject::Found(r)) = stored.subject else {
+            panic!("no subject found: {:?}", stored.subject);
+        };
+        // The box is about where the photo went.
+        let inter = (r.x2.min(placed.x2).saturating_sub(r.x1.max(placed.x1)))
+            * (r.y2.min(placed.y2).saturating_sub(r.y1.max(placed.y1)));
+        let union = r.width() * r.height() + placed.width() * placed.height() - inter;
+        assert!(inter * 2 > union, "box {r} vs placed {placed}");
+        // Stored: the box is embedded as that Region would be; thumbnail and copy input
+        // stay the whole picture's; no second tensor.
+        let as_region = prepare(
+            &bytes,
+            &PrepareOptions {
+                region: Some(r),
+                ..stored_options()
+            },
+        )
+        .unwrap();
+        let whole = prepare(&bytes, &stored_options()).unwrap();
+        assert_eq!(stored.tensor, as_region.tensor);
+        assert_ne!(stored.tensor, whole.tensor);
+        assert_eq!(stored.thumbnail, whole.thumbnail);
+        assert_eq!(stored.copy, whole.copy);
+        assert!(stored.subject_tensor.is_none());
+        // Query: the whole picture first, the box as an extra input.
+        let query = crop(query_options());
+        assert_eq!(query.subject, Some(Subject::Found(r)));
+        assert_eq!(
+            query.tensor,
+            prepare(&bytes, &query_options()).unwrap().tensor
+        );
+        assert_eq!(query.subject_tensor.as_ref(), Some(&as_region.tensor));
+        // A Region given too wins (the API refuses both together).
+        let both = crop(PrepareOptions {
+            region: Some(Region::parse("0,100,0,100").unwrap()),
+            ..query_options()
+        });
+        assert!(both.subject.is_none() && both.subject_tensor.is_none());
+    }
+
+    #[test]
+    fn a_flat_picture_falls_back_to_the_whole_image() {
+        let model = subject_model();
+        let flat = image::RgbImage::from_pixel(300, 200, image::Rgb([90, 140, 200]));
+        let mut bytes = std::io::Cursor::new(Vec::new());
+        flat.write_to(&mut bytes, image::ImageFormat::Png).unwrap();
+        let bytes = bytes.into_inner();
+        let opts = PrepareOptions {
+            crop: true,
+            ..stored_options()
+        };
+        let p = prepare_with(&bytes, &opts, Some(&model)).unwrap();
+        assert!(
+            matches!(p.subject, Some(Subject::None(_))),
+            "{:?}",
+            p.subject
+        );
+        assert_eq!(p.tensor, prepare(&bytes, &stored_options()).unwrap().tensor);
+        // Without the model, Crop is refused.
+        let e = prepare_with(&bytes, &opts, None).err().unwrap();
+        assert!(matches!(e, ServiceError::SubjectModelMissing), "{e}");
     }
 
     #[test]

@@ -82,6 +82,17 @@ pub fn locate_copy_model(explicit: Option<PathBuf>) -> Result<PathBuf, ModelErro
     )
 }
 
+/// The salient-object model behind `Crop=true` (`subject`): `explicit`, or the repo's
+/// `.cache/` as for [`ModelFiles::locate`].
+pub fn locate_subject_model(explicit: Option<PathBuf>) -> Result<PathBuf, ModelError> {
+    find_file(
+        explicit,
+        super::subject::SUBJECT_MODEL_IN_CACHE,
+        "subject model (U-2-Net small, u2netp.onnx)",
+        &cache_dirs(),
+    )
+}
+
 /// `explicit` if it is a file, else the first cache holding `rel`.
 fn find_file(
     explicit: Option<PathBuf>,

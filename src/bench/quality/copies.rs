@@ -152,6 +152,7 @@ pub fn run(config: &ModelConfig, b: CopiesBench) -> anyhow::Result<ExitCode> {
             copy: true,
             copy_from_thumbnail: true,
             region: None,
+            crop: false,
         };
         let p = prepare(&bytes, &opts).map_err(|e| anyhow::anyhow!("{e}"))?;
         let first = batcher.submit_wait(EmbedInput {
@@ -473,7 +474,7 @@ fn service_latency(
     size: usize,
 ) -> anyhow::Result<serde_json::Value> {
     use crate::fetch::{FetchConfig, ImageFetcher};
-    use crate::service::images::{ImageService, ImageSource, SearchImage, SearchQuery};
+    use crate::service::images::{ImageService, ImageSource, Part, SearchImage, SearchQuery};
     use crate::service::list_token::ListTokenKey;
     use crate::service::IndexSettings;
     use crate::store::{DbRef, ImageStore, NewImage, SqliteStore};
@@ -558,7 +559,7 @@ fn service_latency(
                 min_score: None,
                 distinct_entity: false,
                 filter: None,
-                region: None,
+                part: Part::Whole,
             },
         ))?;
         std::hint::black_box(matches);

@@ -37,6 +37,12 @@ pub(super) const METHODS: &[Method] = &[
         cost: "1×224 (2× if trimmed)",
     },
     Method {
+        name: "plain + border trim, query also untrimmed + subject crop (max of whole and crop)",
+        db: &["mean224t"],
+        query: &[&["mean224t"], &["mean224"], &["subject"]],
+        cost: "subject model + 1–3×224",
+    },
+    Method {
         name: "plain, border trim on queries only",
         db: &["mean224"],
         query: &[&["mean224t"]],

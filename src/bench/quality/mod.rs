@@ -12,7 +12,9 @@
 //! Methods, all from the same network runs: the plain pooled embedding (what the service
 //! used before), a 64-bit pHash (`image_hasher`, DCT + mean, Hamming distance), and the
 //! descriptors of `descriptor` at 224 and 320 px input, with and without flip
-//! aggregation. The run also times the network per query for each input configuration and
+//! aggregation; and the subject crop of `Crop=true` on the query side (`subject`: the
+//! subject model's box embedded beside the whole image, the better score kept). The run
+//! also times the network per query for each input configuration, the subject model, and
 //! the exact index at 50,000 images, since a method only pays if search stays fast.
 
 pub mod compose;
@@ -20,6 +22,7 @@ pub mod copies;
 mod descriptor;
 mod edits;
 mod methods;
+mod subject;
 mod timing;
 
 use std::collections::BTreeMap;
@@ -33,6 +36,7 @@ use serde_json::json;
 
 use self::edits::{apply, jpeg_round_trip, to_image, Edit, Rng};
 use self::methods::{compose, METHODS};
+use self::subject::{Crops, SubjectCrops, GRID};
 use self::timing::{search_p50, service_latency, time_ms};
 use super::round3;
 use crate::config::ModelConfig;
@@ -54,6 +58,10 @@ pub struct QualityBench {
     /// Chooses the queried images and the random parts of the edits.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Query only images that `--seed N` (same `--queries`) does not: a report split
+    /// disjoint from the split a setting was chosen on.
+    #[arg(long)]
+    disjoint_from: Option<u64>,
     /// Intra-op threads of the network.
     #[arg(long, default_value_t = 2)]
     threads: usize,
@@ -64,6 +72,10 @@ pub struct QualityBench {
     /// searched through the service, as `serve` runs it).
     #[arg(long)]
     no_service: bool,
+    /// Also rank the subject crop under every box rule of the study grid (choose on one
+    /// seed, report on another).
+    #[arg(long)]
+    subject_grid: bool,
 }
 
 /// The second input size (multi-scale).
@@ -86,13 +98,25 @@ pub fn run(config: &ModelConfig, b: QualityBench) -> anyhow::Result<ExitCode> {
     let images = super::list_images(&b.dir)?;
     let n = images.len();
     let q = b.queries.min(n);
-    // Queried images: the first q of a seeded Fisher–Yates shuffle.
-    let mut order: Vec<usize> = (0..n).collect();
-    let mut rng = Rng::new(b.seed);
-    for i in (1..n).rev() {
-        order.swap(i, rng.below(i as u64 + 1) as usize);
-    }
-    let mut queried: Vec<usize> = order[..q].to_vec();
+    // Queried images: the first q of a seeded Fisher–Yates shuffle, leaving out those the
+    // `--disjoint-from` seed queries.
+    let draw = |seed: u64| {
+        let mut order: Vec<usize> = (0..n).collect();
+        let mut rng = Rng::new(seed);
+        for i in (1..n).rev() {
+            order.swap(i, rng.below(i as u64 + 1) as usize);
+        }
+        order
+    };
+    let excluded: Vec<usize> = b
+        .disjoint_from
+        .map_or(Vec::new(), |s| draw(s)[..q].to_vec());
+    let q = q.min(n - excluded.len());
+    let mut queried: Vec<usize> = draw(b.seed)
+        .into_iter()
+        .filter(|i| !excluded.contains(i))
+        .take(q)
+        .collect();
     queried.sort_unstable();
 
     let options = ModelOptions {
@@ -115,6 +139,13 @@ pub fn run(config: &ModelConfig, b: QualityBench) -> anyhow::Result<ExitCode> {
         spec(LARGE),
         options,
     )?;
+    let subject_model = config
+        .load_subject_model()?
+        .context("the subject model (u2netp.onnx) is absent: run scripts/setup.sh")?;
+    let subjects = SubjectCrops {
+        model: &subject_model,
+        grid: b.subject_grid,
+    };
     let hasher = HasherConfig::new()
         .hash_alg(HashAlg::Mean)
         .preproc_dct()
@@ -129,6 +160,9 @@ pub fn run(config: &ModelConfig, b: QualityBench) -> anyhow::Result<ExitCode> {
         t_small_flip: Vec<f32>,
         t_large: Vec<f32>,
         t_trimmed: Option<Vec<f32>>,
+        /// Queries only: the subject crops' inputs and the subject model's milliseconds.
+        subject: Crops,
+        subject_ms: Option<f64>,
         phash: u64,
     }
     let (tx, rx) = crossbeam_channel::bounded::<anyhow::Result<Work>>(8);
@@ -137,12 +171,15 @@ pub fn run(config: &ModelConfig, b: QualityBench) -> anyhow::Result<ExitCode> {
     let mut worst_plain = 1.0f32;
     let mut trimmed_db = 0usize;
     let mut trim_p50 = 0.0f64;
+    let mut subject_ms: Vec<f64> = Vec::new();
+    // Queries whose subject box (service rule) fell back to the whole image, by edit.
+    let mut fallbacks: BTreeMap<&'static str, usize> = BTreeMap::new();
     let started = Instant::now();
     std::thread::scope(|scope| -> anyhow::Result<()> {
         // Owned here so that an early return drops it and unblocks the producer.
         let rx = rx;
         let producer = {
-            let (images, queried, hasher) = (&images, &queried, &hasher);
+            let (images, queried, hasher, subjects) = (&images, &queried, &hasher, &subjects);
             scope.spawn(move || {
                 // Milliseconds per `borders::trim` call, for the cost figures.
                 let mut trim_ms: Vec<f64> = Vec::new();
@@ -169,7 +206,7 @@ pub fn run(config: &ModelConfig, b: QualityBench) -> anyhow::Result<ExitCode> {
                         }
                     }
                     for (edit, img) in variants {
-                        let work = img.map(|img| {
+                        let work = img.and_then(|img| {
                             let t = Instant::now();
                             let trimmed = borders::trim(&img);
                             trim_ms.push(t.elapsed().as_secs_f64() * 1000.0);
@@ -179,15 +216,24 @@ pub fn run(config: &ModelConfig, b: QualityBench) -> anyhow::Result<ExitCode> {
                                 height: img.height,
                                 pixels: flipped.into_raw(),
                             };
-                            Work {
+                            let (subject, subject_ms) = match edit {
+                                Some(_) => {
+                                    let (c, ms) = subjects.crops(&img, |c| tensor(c, SMALL))?;
+                                    (c, Some(ms))
+                                }
+                                None => (Crops::new(), None),
+                            };
+                            Ok(Work {
                                 image: i,
                                 edit,
                                 t_small: tensor(&img, SMALL),
                                 t_small_flip: tensor(&flipped, SMALL),
                                 t_large: tensor(&img, LARGE),
                                 t_trimmed: trimmed.map(|t| tensor(&t, SMALL)),
+                                subject,
+                                subject_ms,
                                 phash: phash(hasher, &img),
-                            }
+                            })
                         });
                         if tx.send(work).is_err() {
                             return trim_ms;
@@ -205,7 +251,13 @@ pub fn run(config: &ModelConfig, b: QualityBench) -> anyhow::Result<ExitCode> {
             if let Some(t) = &work.t_trimmed {
                 input.extend_from_slice(t);
             }
-            let out_s = small.run(&input, 2 + usize::from(work.t_trimmed.is_some()))?;
+            let first_crop = 2 + usize::from(work.t_trimmed.is_some());
+            let mut batch = first_crop;
+            for t in work.subject.iter().filter_map(|(_, t)| t.as_ref()) {
+                input.extend_from_slice(t);
+                batch += 1;
+            }
+            let out_s = small.run(&input, batch)?;
             let out_l = large.run(&work.t_large, 1)?;
             let (map_s, map_f, map_l) = (
                 out_s.feature_map_of(0),
@@ -234,6 +286,26 @@ pub fn run(config: &ModelConfig, b: QualityBench) -> anyhow::Result<ExitCode> {
                 descs.insert("mean224t", descs["mean224"].clone());
                 descs.insert("gem3_224t", descs["gem3_224"].clone());
             }
+            // Subject crops (queries): a fallback searches with the whole image only.
+            let mut next = first_crop;
+            for (name, t) in &work.subject {
+                let d = match t {
+                    Some(_) => {
+                        next += 1;
+                        descriptor::mean_pool(out_s.feature_map_of(next - 1), ss)
+                    }
+                    None => {
+                        if *name == subject::DEFAULT_NAME {
+                            if let Some(edit) = work.edit {
+                                *fallbacks.entry(edit.name()).or_default() += 1;
+                            }
+                        }
+                        descs["mean224t"].clone()
+                    }
+                };
+                descs.insert(*name, d);
+            }
+            subject_ms.extend(work.subject_ms);
             // Sanity: pooling the map ourselves gives the network's own `features`.
             let mut plain = out_s.features_of(0).to_vec();
             crate::embedding::l2_normalize(&mut plain);
@@ -294,26 +366,21 @@ pub fn run(config: &ModelConfig, b: QualityBench) -> anyhow::Result<ExitCode> {
         results.push(("pHash 64-bit (DCT, Hamming)".into(), "-".into(), per_edit));
     }
     for m in METHODS {
-        let dbv: Vec<Vec<f32>> = db.iter().map(|d| compose(&d.descs, m.db)).collect();
-        let mut per_edit = BTreeMap::new();
-        for edit in Edit::ALL.into_iter().chain(Edit::EXTRA) {
-            let ranks: Vec<usize> = queries
-                .iter()
-                .filter(|(_, e, _)| *e == edit)
-                .map(|(target, _, item)| {
-                    let qv: Vec<Vec<f32>> =
-                        m.query.iter().map(|p| compose(&item.descs, p)).collect();
-                    rank_of(*target, dbv.len(), |j| {
-                        qv.iter()
-                            .map(|v| dot(v, &dbv[j]))
-                            .fold(f32::NEG_INFINITY, f32::max)
-                    })
-                })
-                .collect();
-            per_edit.insert(edit.name(), summarise(&ranks));
-        }
+        let per_edit = rank_method(&db, &queries, m.db, m.query);
         results.push((m.name.to_string(), m.cost.to_string(), per_edit));
     }
+    if b.subject_grid {
+        for (name, rule) in GRID {
+            let query: [&[&str]; 3] = [&["mean224t"], &["mean224"], std::slice::from_ref(name)];
+            let per_edit = rank_method(&db, &queries, &["mean224t"], &query);
+            let label = format!(
+                "grid: subject crop threshold {} margin {} (max of whole and crop)",
+                rule.threshold, rule.margin
+            );
+            results.push((label, "subject + 1–3×224".into(), per_edit));
+        }
+    }
+    subject_ms.sort_by(f64::total_cmp);
 
     // Costs: the network per query (batch 1) for each input configuration, and the
     // exact index at `index_size` images.
@@ -322,6 +389,10 @@ pub fn run(config: &ModelConfig, b: QualityBench) -> anyhow::Result<ExitCode> {
         "network_ms_2x224": time_ms(&mut small, 2, 30)?,
         "network_ms_320": time_ms(&mut large, 1, 30)?,
         "border_trim_ms_p50": (trim_p50 * 1000.0).round() / 1000.0,
+        // In the run (beside the producer's decoding and the consumer's network) and alone.
+        "subject_ms_p50_in_run": round3(subject_ms.get(subject_ms.len() / 2).copied().unwrap_or(f64::NAN)),
+        "subject_ms_p50_alone": subjects.time_ms(&db_probe(&images)?, 30)?,
+        "subject_fallbacks_by_edit": fallbacks,
         "exact_search_ms_p50": search_p50(b.index_size, &db)?,
         "index_size": b.index_size,
     });
@@ -379,6 +450,7 @@ pub fn run(config: &ModelConfig, b: QualityBench) -> anyhow::Result<ExitCode> {
             "queried_images": q,
             "queries": queries.len(),
             "seed": b.seed,
+            "disjoint_from": b.disjoint_from,
             "overall_over": core,
             "database_images_trimmed": trimmed_db,
             "threads": b.threads,
@@ -388,6 +460,43 @@ pub fn run(config: &ModelConfig, b: QualityBench) -> anyhow::Result<ExitCode> {
         })
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// (recall@1, mAP) by edit of a method: database vectors composed of `db_parts`, query
+/// vectors of each of `query_parts`, similarity the best dot product.
+fn rank_method(
+    db: &[Item],
+    queries: &[(usize, Edit, Item)],
+    db_parts: &[&str],
+    query_parts: &[&[&str]],
+) -> PerEdit {
+    let dbv: Vec<Vec<f32>> = db.iter().map(|d| compose(&d.descs, db_parts)).collect();
+    let mut per_edit = BTreeMap::new();
+    for edit in Edit::ALL.into_iter().chain(Edit::EXTRA) {
+        let ranks: Vec<usize> = queries
+            .iter()
+            .filter(|(_, e, _)| *e == edit)
+            .map(|(target, _, item)| {
+                let qv: Vec<Vec<f32>> = query_parts
+                    .iter()
+                    .map(|p| compose(&item.descs, p))
+                    .collect();
+                rank_of(*target, dbv.len(), |j| {
+                    qv.iter()
+                        .map(|v| dot(v, &dbv[j]))
+                        .fold(f32::NEG_INFINITY, f32::max)
+                })
+            })
+            .collect();
+        per_edit.insert(edit.name(), summarise(&ranks));
+    }
+    per_edit
+}
+
+/// A database image for the subject model's stand-alone timing (the first one, fitted).
+fn db_probe(images: &[PathBuf]) -> anyhow::Result<RgbImage> {
+    let first = images.first().context("no database images")?;
+    load_fitted(first)
 }
 
 /// (recall@1, mean reciprocal rank) of 1-based ranks.

@@ -74,7 +74,7 @@ pub(super) fn service_latency(
     db: &[Item],
 ) -> anyhow::Result<serde_json::Value> {
     use crate::fetch::{FetchConfig, ImageFetcher};
-    use crate::service::images::{ImageService, ImageSource, SearchImage, SearchQuery};
+    use crate::service::images::{ImageService, ImageSource, Part, SearchImage, SearchQuery};
     use crate::service::list_token::ListTokenKey;
     use crate::service::IndexSettings;
     use crate::store::{DbRef, ImageStore, NewImage, SqliteStore};
@@ -158,7 +158,7 @@ pub(super) fn service_latency(
                         min_score: None,
                         distinct_entity: false,
                         filter: None,
-                        region: None,
+                        part: Part::Whole,
                     },
                 ))?;
                 std::hint::black_box(matches);

@@ -342,7 +342,7 @@ mod write_safety {
             extra_data: String::new(),
             source: ImageSource::Bytes(bytes),
             attributes: Attributes::NONE,
-            region: None,
+            part: Part::Whole,
         }
     }
 
@@ -416,7 +416,7 @@ mod write_safety {
         release.send(()).unwrap();
         eventually(|| counts(&svc, &store, "db") == (Some(1), Some(1))).await;
         assert_eq!(counts(&svc, &store, "db"), (Some(1), Some(1)));
-        let found = svc
+        let (found, _) = svc
             .search_image(
                 "t",
                 SearchImage {
@@ -426,7 +426,7 @@ mod write_safety {
                     min_score: None,
                     distinct_entity: false,
                     filter: None,
-                    region: None,
+                    part: Part::Whole,
                 },
             )
             .await
@@ -434,6 +434,43 @@ mod write_safety {
         assert_eq!(found.len(), 1);
         assert_eq!(found[0].record.entity_id, "e1");
         assert_eq!(found[0].score, crate::rules::SCORE_MAX);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn crop_without_the_subject_model_is_refused_and_stores_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let (svc, store) = service(dir.path());
+        svc.create_db("t", "db", DbDescriptors::Both).await.unwrap();
+        assert!(!svc.has_subject_model());
+        let e = svc
+            .add_image(
+                "t",
+                AddImage {
+                    part: Part::Subject,
+                    ..add_request("db", "e1", photo())
+                },
+            )
+            .await
+            .unwrap_err();
+        assert!(matches!(e, ServiceError::SubjectModelMissing), "{e}");
+        assert!(e.to_string().contains("scripts/setup.sh"), "{e}");
+        assert_eq!(counts(&svc, &store, "db"), (Some(0), Some(0)));
+        let e = svc
+            .search_image(
+                "t",
+                SearchImage {
+                    db: "db".into(),
+                    query: SearchQuery::Image(ImageSource::Bytes(photo())),
+                    limit: 5,
+                    min_score: None,
+                    distinct_entity: false,
+                    filter: None,
+                    part: Part::Subject,
+                },
+            )
+            .await
+            .unwrap_err();
+        assert!(matches!(e, ServiceError::SubjectModelMissing), "{e}");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -542,7 +579,7 @@ mod write_safety {
         cropped
             .write_to(&mut jpeg, image::ImageFormat::Jpeg)
             .unwrap();
-        let matches = svc
+        let (matches, _) = svc
             .search_image(
                 "t",
                 SearchImage {
@@ -552,7 +589,7 @@ mod write_safety {
                     min_score: None,
                     distinct_entity: false,
                     filter: None,
-                    region: None,
+                    part: Part::Whole,
                 },
             )
             .await
