@@ -37,7 +37,12 @@ pub const KNOWN_ACTIONS: [&str; 7] = [
 ];
 
 /// Actions of ours beyond the public API (`api::actions`); signed and checked like the others.
-pub const EXTENSION_ACTIONS: [&str; 2] = ["GetThumbnail", "UpdateImage"];
+pub const EXTENSION_ACTIONS: [&str; 4] = [
+    "GetThumbnail",
+    "UpdateImage",
+    "ListDuplicates",
+    "MarkNotDuplicate",
+];
 
 /// The one action of Alibaba Cloud's `openplatform` product (version 2019-12-19) served:
 /// the official Tea SDK's `*_advance` calls ask it where to upload a local file (spec §6).
@@ -184,6 +189,23 @@ pub const LIST_DEFAULT_LIMIT: u32 = 20;
 pub const OFFSET_PAGING_LIMIT: u64 = 2000;
 /// SearchImage `Limit`: 1 to this (required).
 pub const SEARCH_MAX_LIMIT: usize = 1000;
+
+// ---- duplicate review (ours) -------------------------------------------------------
+
+/// Results asked per image when grouping copies (`ListDuplicates` `Neighbours`, `imgsearch
+/// dedup --neighbours`): more finds larger groups in one step, …
+pub const DUPLICATE_NEIGHBOURS_DEFAULT: u32 = 20;
+/// … from 2 to this.
+pub const DUPLICATE_NEIGHBOURS_MAX: u32 = 1000;
+/// The longest one `ListDuplicates` call searches before answering with what it has (the
+/// console calls again, showing progress, until `Complete`).
+pub const DUPLICATE_REVIEW_BUDGET_MS: u64 = 3000;
+/// `ListDuplicates` groups per page (`Limit`): 1 to this, …
+pub const DUPLICATE_GROUPS_MAX_LIMIT: u32 = 200;
+/// … and this when absent.
+pub const DUPLICATE_GROUPS_DEFAULT_LIMIT: u32 = 20;
+/// `DeleteImage` with `DataId` (ours): at most this many comma-separated ids per call.
+pub const DELETE_DATA_IDS_MAX: usize = 100;
 
 // ---- what a database indexes (ours) --------------------------------------------------
 

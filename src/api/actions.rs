@@ -13,11 +13,13 @@
 //! it, with `CopyModel` (whether this server computes copy descriptors) and `SubjectModel`
 //! (whether `Crop=true` can run). AddImage and SearchImage take `Region=x1,x2,y1,y2` (embed
 //! that part) or `Crop=true` (find the main subject); `Data.Region` echoes the part used and,
-//! with Crop, `Data.Crop` says whether a subject was found.
+//! with Crop, `Data.Crop` says whether a subject was found. Duplicate review
+//! (`ListDuplicates`, `MarkNotDuplicate`, `DeleteImage` by `DataId`) is in `api::duplicates`.
 
 use serde_json::{json, Value};
 
 use super::attributes;
+use super::duplicates;
 use super::error::ApiError;
 use super::params::Params;
 use crate::rules::{
@@ -172,6 +174,11 @@ pub async fn dispatch(
             echo_part(&mut data, part, subject);
             Ok(Some(data))
         }
+        "DeleteImage" if params.get_non_empty("DataId").is_some() => {
+            duplicates::delete_by_data_id(service, tenant, params).await
+        }
+        "ListDuplicates" => duplicates::list_duplicates(service, tenant, params).await,
+        "MarkNotDuplicate" => duplicates::mark_not_duplicate(service, tenant, params).await,
         "DeleteImage" => {
             let db = db_name(params, "DbName")?;
             let entity = entity_id(params)?;
@@ -272,7 +279,7 @@ fn echo_part(data: &mut Value, part: Part, subject: Option<Subject>) {
     }
 }
 
-fn data_id(params: &Params) -> Result<DataId, ApiError> {
+pub(super) fn data_id(params: &Params) -> Result<DataId, ApiError> {
     let v = params
         .get_non_empty("DataId")
         .ok_or_else(|| required("DataId", "the DataId of an image, as ListImages returns it"))?;
@@ -308,11 +315,11 @@ pub fn map_err(e: ServiceError) -> ApiError {
     }
 }
 
-fn required(name: &str, rule: &str) -> ApiError {
+pub(super) fn required(name: &str, rule: &str) -> ApiError {
     ApiError::InvalidParameter(format!("{name} is required: {rule}"))
 }
 
-fn db_name(params: &Params, name: &str) -> Result<String, ApiError> {
+pub(super) fn db_name(params: &Params, name: &str) -> Result<String, ApiError> {
     let v = params
         .get_non_empty(name)
         .ok_or_else(|| required(name, DB_NAME_RULE))?;
@@ -456,7 +463,12 @@ fn order(params: &Params) -> Result<Order, ApiError> {
 }
 
 /// An optional integer parameter within `[min, max]`.
-fn int_param(params: &Params, name: &str, min: u64, max: u64) -> Result<Option<u64>, ApiError> {
+pub(super) fn int_param(
+    params: &Params,
+    name: &str,
+    min: u64,
+    max: u64,
+) -> Result<Option<u64>, ApiError> {
     let Some(v) = params.get_non_empty(name) else {
         return Ok(None);
     };
@@ -469,7 +481,12 @@ fn int_param(params: &Params, name: &str, min: u64, max: u64) -> Result<Option<u
 }
 
 /// An optional float parameter within `[min, max]`.
-fn float_param(params: &Params, name: &str, min: f32, max: f32) -> Result<Option<f32>, ApiError> {
+pub(super) fn float_param(
+    params: &Params,
+    name: &str,
+    min: f32,
+    max: f32,
+) -> Result<Option<f32>, ApiError> {
     let Some(v) = params.get_non_empty(name) else {
         return Ok(None);
     };

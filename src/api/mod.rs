@@ -20,6 +20,7 @@ pub mod attributes;
 pub mod auth;
 pub mod connections;
 pub mod console;
+mod duplicates;
 pub mod error;
 pub mod image_links;
 pub mod keys;

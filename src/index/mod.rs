@@ -8,6 +8,7 @@
 //! step by the service on every add and delete.
 
 pub mod ann;
+pub mod connected;
 pub mod filtered;
 pub mod snapshot;
 

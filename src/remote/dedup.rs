@@ -11,7 +11,7 @@
 //! Not here: deleting (use DeleteImage on what you decide to drop), the console's review
 //! view.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Instant;
@@ -23,7 +23,8 @@ use tokio::sync::Semaphore;
 use super::client::Client;
 use super::import::list_all;
 use super::profile::ConnectionArgs;
-use crate::rules::SAME_PICTURE_SCORE;
+use crate::index::connected::connected_sets;
+use crate::rules::{DUPLICATE_NEIGHBOURS_DEFAULT, DUPLICATE_NEIGHBOURS_MAX, SAME_PICTURE_SCORE};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum DedupFormat {
@@ -43,7 +44,8 @@ pub struct DedupArgs {
     #[arg(long, default_value_t = SAME_PICTURE_SCORE, value_parser = parse_score)]
     pub min_score: f32,
     /// Results asked per image: more finds larger groups of copies in one step.
-    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(2..=1000))]
+    #[arg(long, default_value_t = DUPLICATE_NEIGHBOURS_DEFAULT,
+          value_parser = clap::value_parser!(u32).range(2..=DUPLICATE_NEIGHBOURS_MAX as i64))]
     pub neighbours: u32,
     /// Searches in flight at once.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=64))]
@@ -153,53 +155,39 @@ fn str_of<'a>(v: &'a Value, key: &str) -> &'a str {
 /// Connected sets of linked images, 2 or more each; oldest DataId first in each, groups in
 /// the order of their first image. DataIds are fixed-width decimal, so string order is age.
 pub fn group(images: &[Value], edges: &HashMap<String, Vec<(String, f64)>>) -> Vec<Vec<Member>> {
-    let ids: Vec<&str> = images.iter().map(|i| str_of(i, "DataId")).collect();
-    let index: HashMap<&str, usize> = ids.iter().enumerate().map(|(i, id)| (*id, i)).collect();
-    let mut parent: Vec<usize> = (0..ids.len()).collect();
-    fn root(parent: &mut [usize], mut i: usize) -> usize {
-        while parent[i] != i {
-            parent[i] = parent[parent[i]];
-            i = parent[i];
-        }
-        i
-    }
-    for (from, found) in edges {
-        let Some(&a) = index.get(from.as_str()) else {
-            continue;
-        };
-        for (to, _) in found {
-            if let Some(&b) = index.get(to.as_str()) {
-                let (ra, rb) = (root(&mut parent, a), root(&mut parent, b));
-                parent[ra.max(rb)] = ra.min(rb);
-            }
-        }
-    }
-    let mut sets: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
-    for i in 0..ids.len() {
-        let r = root(&mut parent, i);
-        sets.entry(ids[r]).or_default().push(i);
-    }
-    let mut groups: Vec<Vec<Member>> = sets
-        .into_values()
-        .filter(|members| members.len() > 1)
-        .map(|mut members| {
-            members.sort_by_key(|&i| ids[i]);
-            let first = ids[members[0]];
-            let first_found = edges.get(first);
+    let mut order: Vec<usize> = (0..images.len()).collect();
+    order.sort_by_key(|&i| str_of(&images[i], "DataId"));
+    let ids: Vec<&str> = order
+        .iter()
+        .map(|&i| str_of(&images[i], "DataId"))
+        .collect();
+    let position: HashMap<&str, usize> = ids.iter().enumerate().map(|(p, id)| (*id, p)).collect();
+    let position = &position;
+    let links = edges.iter().flat_map(|(from, found)| {
+        let a = position.get(from.as_str()).copied();
+        found
+            .iter()
+            .filter_map(move |(to, _)| Some((a?, *position.get(to.as_str())?)))
+    });
+    connected_sets(ids.len(), links.collect::<Vec<_>>())
+        .into_iter()
+        .map(|members| {
+            let first_found = edges.get(ids[members[0]]);
             members
                 .iter()
-                .map(|&i| Member {
-                    data_id: ids[i].to_string(),
-                    entity_id: str_of(&images[i], "EntityId").to_string(),
-                    extra_data: str_of(&images[i], "ExtraData").to_string(),
-                    score_to_first: first_found
-                        .and_then(|f| f.iter().find(|(id, _)| id == ids[i]).map(|(_, s)| *s)),
+                .map(|&p| {
+                    let image = &images[order[p]];
+                    Member {
+                        data_id: ids[p].to_string(),
+                        entity_id: str_of(image, "EntityId").to_string(),
+                        extra_data: str_of(image, "ExtraData").to_string(),
+                        score_to_first: first_found
+                            .and_then(|f| f.iter().find(|(id, _)| id == ids[p]).map(|(_, s)| *s)),
+                    }
                 })
                 .collect()
         })
-        .collect();
-    groups.sort_by(|a, b| a[0].data_id.cmp(&b[0].data_id));
-    groups
+        .collect()
 }
 
 pub fn render(groups: &[Vec<Member>], format: DedupFormat) -> String {

@@ -39,6 +39,8 @@ use crate::store::{
 use crate::vision::embedder::{EmbedInput, EmbeddingBatcher, Inference};
 use crate::vision::region::Region;
 use crate::vision::subject::{Subject, SubjectModel};
+use duplicates::DuplicateReviews;
+pub use duplicates::{DuplicateMember, DuplicateReview, ReviewRequest};
 
 /// Where an image comes from: a URL to fetch, or bytes uploaded with the request.
 #[derive(Debug, Clone)]
@@ -175,6 +177,8 @@ pub struct ImageService {
     upload_object_secs: i64,
     /// The salient-object model for `Crop=true` (`None`: not installed).
     subject: Option<Arc<SubjectModel>>,
+    /// Duplicate review's links per database, kept between calls.
+    reviews: DuplicateReviews,
 }
 
 /// DistinctEntity stops widening an ANN search at this many candidates.
@@ -210,6 +214,7 @@ impl ImageService {
             uploads: None,
             upload_object_secs: crate::rules::UPLOAD_OBJECT_SECS,
             subject: None,
+            reviews: DuplicateReviews::default(),
         })
     }
 
@@ -684,6 +689,7 @@ impl Drop for ImageService {
     }
 }
 
+mod duplicates;
 mod query;
 #[cfg(test)]
 mod tests;

@@ -474,6 +474,24 @@ pub trait ImageStore: Send + Sync {
     /// The bytes of `tenant`'s upload `key` unless it expired by `now` (unix seconds).
     /// `None` for a key that is unknown, expired, or another tenant's.
     fn get_upload(&self, tenant: &str, key: &str, now: i64) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// Deletes the images of `db` among `ids` (others are ignored) and returns those it
+    /// deleted, in DataId order.
+    fn delete_images(&self, db: DbRef<'_>, ids: &[DataId]) -> Result<Vec<DataId>, StoreError>;
+
+    /// Records that a person judged `a` and `b` not to be copies of each other, so duplicate
+    /// review no longer links them. `false` (nothing stored) unless both are images of `db`.
+    /// The mark goes when either image is deleted.
+    fn mark_not_duplicate(
+        &self,
+        db: DbRef<'_>,
+        a: DataId,
+        b: DataId,
+        now: i64,
+    ) -> Result<bool, StoreError>;
+
+    /// Every pair of `db` marked by [`Self::mark_not_duplicate`], smaller DataId first.
+    fn not_duplicate_pairs(&self, db: DbRef<'_>) -> Result<Vec<(DataId, DataId)>, StoreError>;
 }
 
 /// A file uploaded through the SDK's Advance flow, waiting for the action that reads it.

@@ -9,7 +9,8 @@ import io
 import pytest
 from PIL import Image, ImageEnhance
 
-from helpers import ApiClient, ServerProcess, TENANT_A, expect_error, unique_name, v1_request
+from helpers import (ApiClient, ServerProcess, TENANT_A, edited_copy, expect_error, unique_name,
+                     v1_request)
 
 SAME_PICTURE_SCORE = 8.0  # rules::SAME_PICTURE_SCORE
 
@@ -18,21 +19,6 @@ def create_with(port: int, name: str, descriptors: str):
     """CreateImageDb with our optional Descriptors parameter (the SDKs' request models do
     not know it; a signed V1 request as aliyun-python-sdk-core sends it)."""
     return v1_request("CreateImageDb", {"Name": name, "Descriptors": descriptors}).send(port)
-
-
-def edited_copy(images, name: str, out: str) -> str:
-    """A crop of 60% of the area, off centre, recoloured, as a JPEG quality 40."""
-    with Image.open(images.path(name)) as im:
-        im = im.convert("RGB")
-        w, h = im.size
-        im = im.crop((int(w * 0.05), int(h * 0.15), int(w * 0.83), int(h * 0.92)))
-        im = ImageEnhance.Color(im).enhance(0.3)
-        im = ImageEnhance.Brightness(im).enhance(1.25)
-        if min(im.size) <= 128:
-            im = im.resize((max(im.size[0], 200), max(im.size[1], 200)))
-        buf = io.BytesIO()
-        im.save(buf, "JPEG", quality=40)
-    return images.write(out, buf.getvalue())
 
 
 @pytest.fixture(scope="module")

@@ -22,6 +22,40 @@ use rusqlite::types::Value;
 use rusqlite::{params, params_from_iter, OptionalExtension, TransactionBehavior};
 use std::sync::mpsc;
 
+impl SqliteStore {
+    /// Deletes the rows `delete` removes (given the transaction and the db's row id; it
+    /// returns their raw ids) and keeps the db's count, dimension and the id floor right.
+    fn delete_where(
+        &self,
+        db: DbRef<'_>,
+        delete: impl FnOnce(&rusqlite::Transaction<'_>, i64) -> Result<Vec<i64>, StoreError>,
+    ) -> Result<Vec<DataId>, StoreError> {
+        let mut guard = self.writer();
+        let Writer { conn, ids } = &mut *guard;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let row = require_db(&tx, db)?;
+        let raw = delete(&tx, row.id)?;
+        if raw.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut deleted = raw
+            .into_iter()
+            .map(data_id_from_sql)
+            .collect::<Result<Vec<_>, _>>()?;
+        deleted.sort_unstable();
+        // An emptied database forgets its dimension, so a new model's vectors can go in.
+        tx.prepare_cached(
+            "UPDATE image_dbs SET image_count = image_count - ?1,
+                    dim = CASE WHEN image_count - ?1 = 0 THEN NULL ELSE dim END
+             WHERE id = ?2",
+        )?
+        .execute(params![deleted.len() as i64, row.id])?;
+        raise_data_id_floor(&tx, ids)?;
+        tx.commit()?;
+        Ok(deleted)
+    }
+}
+
 impl ImageStore for SqliteStore {
     fn create_db_with(
         &self,
@@ -124,34 +158,46 @@ impl ImageStore for SqliteStore {
     }
 
     fn delete_entity(&self, db: DbRef<'_>, entity_id: &str) -> Result<Vec<DataId>, StoreError> {
-        let mut guard = self.writer();
-        let Writer { conn, ids } = &mut *guard;
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let row = require_db(&tx, db)?;
-        let raw: Vec<i64> = tx
-            .prepare_cached(
-                "DELETE FROM images WHERE db_id = ?1 AND entity_id = ?2 RETURNING data_id",
-            )?
-            .query_map(params![row.id, entity_id], |r| r.get(0))?
-            .collect::<rusqlite::Result<_>>()?;
-        if raw.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut deleted = raw
-            .into_iter()
-            .map(data_id_from_sql)
-            .collect::<Result<Vec<_>, _>>()?;
-        deleted.sort_unstable();
-        // An emptied database forgets its dimension, so a new model's vectors can go in.
-        tx.prepare_cached(
-            "UPDATE image_dbs SET image_count = image_count - ?1,
-                    dim = CASE WHEN image_count - ?1 = 0 THEN NULL ELSE dim END
-             WHERE id = ?2",
-        )?
-        .execute(params![deleted.len() as i64, row.id])?;
-        raise_data_id_floor(&tx, ids)?;
-        tx.commit()?;
-        Ok(deleted)
+        self.delete_where(db, |tx, db_id| {
+            Ok(tx
+                .prepare_cached(
+                    "DELETE FROM images WHERE db_id = ?1 AND entity_id = ?2 RETURNING data_id",
+                )?
+                .query_map(params![db_id, entity_id], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?)
+        })
+    }
+
+    fn delete_images(&self, db: DbRef<'_>, ids: &[DataId]) -> Result<Vec<DataId>, StoreError> {
+        self.delete_where(db, |tx, db_id| {
+            let mut stmt = tx.prepare_cached(
+                "DELETE FROM images WHERE db_id = ?1 AND data_id = ?2 RETURNING data_id",
+            )?;
+            let mut raw = Vec::new();
+            for id in ids {
+                if let Some(v) = stmt
+                    .query_row(params![db_id, sql_id(*id)], |r| r.get(0))
+                    .optional()?
+                {
+                    raw.push(v);
+                }
+            }
+            Ok(raw)
+        })
+    }
+
+    fn mark_not_duplicate(
+        &self,
+        db: DbRef<'_>,
+        a: DataId,
+        b: DataId,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        self.mark_not_duplicate_row(db, a, b, now)
+    }
+
+    fn not_duplicate_pairs(&self, db: DbRef<'_>) -> Result<Vec<(DataId, DataId)>, StoreError> {
+        self.not_duplicate_rows(db)
     }
 
     fn list_images(&self, db: DbRef<'_>, query: &ListQuery<'_>) -> Result<ImagePage, StoreError> {

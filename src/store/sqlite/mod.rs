@@ -30,6 +30,7 @@
 
 pub mod backup;
 mod committer;
+mod duplicate_marks;
 mod filter_sql;
 mod image_store;
 mod rows;

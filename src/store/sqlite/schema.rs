@@ -84,6 +84,15 @@ pub(super) const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX uploads_by_expiry ON uploads(expires_at);
     CREATE INDEX uploads_by_tenant ON uploads(tenant);",
+    // 5: pairs a person marked "not a duplicate" in duplicate review (`duplicate_marks`);
+    // a < b. Each goes with either image.
+    "CREATE TABLE not_duplicates (
+        a         INTEGER NOT NULL REFERENCES images(data_id) ON DELETE CASCADE,
+        b         INTEGER NOT NULL REFERENCES images(data_id) ON DELETE CASCADE,
+        marked_at INTEGER NOT NULL,
+        PRIMARY KEY (a, b)
+    ) WITHOUT ROWID;
+    CREATE INDEX not_duplicates_by_b ON not_duplicates(b);",
 ];
 pub(super) fn check_version(conn: &Connection) -> Result<(), StoreError> {
     let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
