@@ -60,8 +60,12 @@ pub struct ReviewRequest {
 /// Links found so far per database, kept between calls.
 #[derive(Default)]
 pub(crate) struct DuplicateReviews {
-    by_db: Mutex<HashMap<(String, String), Arc<Mutex<ReviewState>>>>,
+    by_db: Mutex<HashMap<(String, String), SharedState>>,
 }
+
+type SharedState = Arc<Mutex<ReviewState>>;
+/// (searched image, image it found, Score) from one thread's share of a step.
+type FoundLinks = Result<Vec<(DataId, DataId, f32)>, ServiceError>;
 
 #[derive(Default)]
 struct ReviewState {
@@ -73,7 +77,7 @@ struct ReviewState {
 }
 
 impl DuplicateReviews {
-    fn state(&self, tenant: &str, db: &str) -> Arc<Mutex<ReviewState>> {
+    fn state(&self, tenant: &str, db: &str) -> SharedState {
         let mut map = self.by_db.lock().unwrap_or_else(PoisonError::into_inner);
         map.entry((tenant.to_string(), db.to_string()))
             .or_default()
@@ -206,35 +210,33 @@ fn review(
             })
             .collect();
         let per_thread = queries.len().div_ceil(threads).max(1);
-        let found: Vec<Result<Vec<(DataId, DataId, f32)>, ServiceError>> =
-            std::thread::scope(|scope| {
-                let handles: Vec<_> = queries
-                    .chunks(per_thread)
-                    .map(|part| {
-                        scope.spawn(move || -> Result<_, ServiceError> {
-                            let mut links = Vec::new();
-                            for (id, q) in part {
-                                let (hits, _) =
-                                    index.search(store, q, req.neighbours, rerank, None)?;
-                                links.extend(
-                                    hits.iter()
-                                        .filter(|h| h.id != *id && h.score >= req.min_score)
-                                        .map(|h| (*id, h.id, h.score)),
-                                );
-                            }
-                            Ok(links)
-                        })
+        let found: Vec<FoundLinks> = std::thread::scope(|scope| {
+            let handles: Vec<_> = queries
+                .chunks(per_thread)
+                .map(|part| {
+                    scope.spawn(move || -> Result<_, ServiceError> {
+                        let mut links = Vec::new();
+                        for (id, q) in part {
+                            let (hits, _) = index.search(store, q, req.neighbours, rerank, None)?;
+                            links.extend(
+                                hits.iter()
+                                    .filter(|h| h.id != *id && h.score >= req.min_score)
+                                    .map(|h| (*id, h.id, h.score)),
+                            );
+                        }
+                        Ok(links)
                     })
-                    .collect();
-                handles
-                    .into_iter()
-                    .map(|h| {
-                        h.join().unwrap_or_else(|_| {
-                            Err(ServiceError::Internal("a review search panicked".into()))
-                        })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join().unwrap_or_else(|_| {
+                        Err(ServiceError::Internal("a review search panicked".into()))
                     })
-                    .collect()
-            });
+                })
+                .collect()
+        });
         for part in found {
             for (a, b, score) in part? {
                 if !present.contains(&b) {

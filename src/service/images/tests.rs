@@ -196,6 +196,21 @@ mod write_safety {
             self.pause_point("add_images");
             self.inner.add_images(db, images)
         }
+        fn delete_images(&self, db: DbRef<'_>, ids: &[DataId]) -> Result<Vec<DataId>, StoreError> {
+            self.inner.delete_images(db, ids)
+        }
+        fn mark_not_duplicate(
+            &self,
+            db: DbRef<'_>,
+            a: DataId,
+            b: DataId,
+            now: i64,
+        ) -> Result<bool, StoreError> {
+            self.inner.mark_not_duplicate(db, a, b, now)
+        }
+        fn not_duplicate_pairs(&self, db: DbRef<'_>) -> Result<Vec<(DataId, DataId)>, StoreError> {
+            self.inner.not_duplicate_pairs(db)
+        }
         fn delete_entity(&self, db: DbRef<'_>, entity_id: &str) -> Result<Vec<DataId>, StoreError> {
             self.pause_point("delete_entity");
             self.inner.delete_entity(db, entity_id)
