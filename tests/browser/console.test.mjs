@@ -2,13 +2,15 @@
 // playwright-core (no browser download). Starts the real server binary on a free port with
 // a fresh data directory, then: sign in → create a database → add an image (upload) →
 // browse (thumbnail) → page by Token → "Similar" (search by a stored image) → search by
-// image → delete the entity → add several files at once → delete the database.
+// image → delete the entity → add several files at once → delete the database; then the
+// Duplicates view: copies made in the browser (canvas re-encodes) are grouped, "not a
+// duplicate" splits a group for good, "keep, delete rest" deletes the others.
 // Screenshots go to target/browser/ (paths printed). Run: node --test console.test.mjs
 //
 // Env: IMGSEARCH_BIN (default target/release/imgsearch), CHROMIUM (default /usr/bin/chromium).
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtempSync, mkdirSync, rmSync, existsSync, writeFileSync } from "node:fs";
+import { mkdtempSync, mkdirSync, rmSync, existsSync, writeFileSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -21,6 +23,7 @@ const browserPath = process.env.CHROMIUM || "/usr/bin/chromium";
 const samples = join(root, "../shared/datasets/imagenet-samples");
 const image = join(samples, "n01440764_tench.JPEG"); // 500×375
 const other = join(samples, "n01443537_goldfish.JPEG"); // 376×263
+const third = join(samples, "n01518878_ostrich.JPEG");
 const shots = join(root, "target/browser");
 const KEY_ID = "LTAIbrowsertest";
 const SECRET = "browser-test-secret-0123456789";
@@ -194,6 +197,95 @@ test("console: sign in, create db, upload, search, delete", async () => {
   await page.click("#sign-out");
   await page.locator("#signin-view").waitFor();
   assert.equal(await page.evaluate(() => sessionStorage.length), 0);
+});
+
+async function signIn() {
+  await page.goto(`${base}/console`);
+  if (await page.locator("#signin-view").isVisible()) {
+    await page.fill("#akid", KEY_ID);
+    await page.fill("#secret", SECRET);
+    await page.click("#signin-submit");
+  }
+  await page.locator("#app-view").waitFor();
+}
+
+// A copy of `file` made by the browser: scaled by `scale`, the middle `keep` of it cut out,
+// re-encoded as JPEG at `quality` (a re-upload, an edited copy).
+async function browserCopy(file, name, { scale = 1, keep = 1, quality = 0.6 }) {
+  const b64 = await page.evaluate(async ({ data, scale, keep, quality }) => {
+    const bytes = Uint8Array.from(atob(data), (c) => c.charCodeAt(0));
+    const bmp = await createImageBitmap(new Blob([bytes], { type: "image/jpeg" }));
+    const [sw, sh] = [bmp.width * keep, bmp.height * keep];
+    const c = new OffscreenCanvas(Math.round(sw * scale), Math.round(sh * scale));
+    c.getContext("2d").drawImage(bmp, (bmp.width - sw) / 2, (bmp.height - sh) / 2, sw, sh, 0, 0, c.width, c.height);
+    const blob = await c.convertToBlob({ type: "image/jpeg", quality });
+    const buf = new Uint8Array(await blob.arrayBuffer());
+    let s = "";
+    for (const b of buf) s += String.fromCharCode(b);
+    return btoa(s);
+  }, { data: readFileSync(file).toString("base64"), scale, keep, quality });
+  return { name, mimeType: "image/jpeg", buffer: Buffer.from(b64, "base64") };
+}
+
+const progress = (re) => page.waitForFunction(
+  (src) => new RegExp(src).test(document.getElementById("dups-progress").textContent), re.source);
+
+test("console: duplicates review", async () => {
+  await signIn();
+  await page.fill("#new-db", "dups_db");
+  await page.click("#create-db");
+  await page.locator('button.db.active[data-db="dups_db"]').waitFor();
+  const files = [
+    { name: "tench.jpg", mimeType: "image/jpeg", buffer: readFileSync(image) },
+    await browserCopy(image, "tench_small.jpg", { scale: 0.7 }),
+    await browserCopy(image, "tench_crop.jpg", { keep: 0.85, quality: 0.4 }),
+    { name: "goldfish.jpg", mimeType: "image/jpeg", buffer: readFileSync(other) },
+    await browserCopy(other, "goldfish_small.jpg", { scale: 0.75 }),
+    { name: "ostrich.jpg", mimeType: "image/jpeg", buffer: readFileSync(third) },
+  ];
+  if (!(await page.locator("#add-box").evaluate((d) => d.open))) await page.click("#add-box summary");
+  await page.setInputFiles("#add-file", files);
+  await page.click("#add-submit");
+  await page.waitForFunction(() => document.getElementById("add-progress").textContent.startsWith("Added 6 of 6"));
+
+  // Two groups, oldest first in each, scores to the first at "the same picture" (8+).
+  await page.click("#tab-dups");
+  await progress(/^2 groups of copies among 6 images/);
+  const groups = () => page.evaluate(() => [...document.querySelectorAll("#dups-list .dup-group")]
+    .map((g) => [...g.querySelectorAll(".tile")].map((t) => t.dataset.entity)));
+  assert.deepEqual(await groups(), [["tench", "tench_small", "tench_crop"], ["goldfish", "goldfish_small"]]);
+  for (const s of await page.locator("#dups-list .tile:not(.first) .score").allTextContents()) {
+    assert.ok(Number(s) >= 8, `score to the first ${s}`);
+  }
+  await page.waitForFunction(() =>
+    [...document.querySelectorAll("#dups-list img.thumb")].every((i) => i.complete && i.naturalWidth > 0),
+  );
+  await page.evaluate(() => (document.getElementById("toast").hidden = true));
+  const shot = join(shots, "console-duplicates.png");
+  await page.screenshot({ path: shot, fullPage: true });
+  console.log(`screenshot: ${shot}`);
+
+  // "Not a duplicate": the goldfish group is gone, and stays gone after a reload.
+  await page.locator('#dups-list .tile[data-entity="goldfish_small"] .not-dup').click();
+  await page.locator("#toast", { hasText: "Marked goldfish_small as not a copy of goldfish" }).waitFor();
+  await progress(/^1 group of copies among 6 images/);
+  assert.deepEqual(await groups(), [["tench", "tench_small", "tench_crop"]]);
+
+  // Keep the smaller copy, delete the rest of its group (the dialog is accepted).
+  await page.locator('#dups-list .tile[data-entity="tench_small"] .keep').click();
+  await page.locator("#toast", { hasText: "Kept tench_small; deleted 2 images" }).waitFor();
+  await progress(/^No copies among 4 images/);
+
+  await signIn();
+  await page.locator('button.db[data-db="dups_db"]').click();
+  await page.waitForFunction(() => document.querySelectorAll("#image-grid .tile").length === 4);
+  const left = await page.evaluate(() => [...document.querySelectorAll("#image-grid .tile")].map((t) => t.dataset.entity).sort());
+  assert.deepEqual(left, ["goldfish", "goldfish_small", "ostrich", "tench_small"]);
+  await page.click("#tab-dups");
+  await progress(/^No copies among 4 images/);
+
+  await page.click("#delete-db");
+  await page.locator('button.db[data-db="dups_db"]').waitFor({ state: "detached" });
 });
 
 test("signing: WebCrypto and the JavaScript fallback agree", async () => {

@@ -12,7 +12,12 @@ const KEY_SECRET = "imgsearch.accessKeySecret";
 
 // Paging is by continuation Token (keyset: no 2,000-record limit, nothing skipped or repeated
 // when images are added or deleted meanwhile): tokens[i] opens page i ("" = the first).
-const state = { db: null, page: 0, tokens: [""], total: 0, filter: "", thumbs: new Map() };
+const state = {
+  db: null, page: 0, tokens: [""], total: 0, filter: "", thumbs: new Map(),
+  // Duplicates view: first group shown, and a counter that cancels an older polling loop.
+  dupsStart: 0, dupsRun: 0,
+};
+const DUP_GROUPS = 10;
 
 function firstPage() {
   state.page = 0;
@@ -161,6 +166,9 @@ async function selectDb(name) {
   $("filter").value = "";
   $("match-grid").replaceChildren();
   $("match-count").textContent = "";
+  $("dups-list").replaceChildren();
+  $("dups-page").textContent = "";
+  state.dupsStart = 0;
   $("query-preview").hidden = true;
   renderDbPanel();
   showTab("images");
@@ -198,12 +206,13 @@ async function deleteDb() {
   }
 }
 
+const TABS = { images: "images-pane", search: "search-pane", dups: "dups-pane" };
 function showTab(which) {
-  const images = which === "images";
-  $("images-pane").hidden = !images;
-  $("search-pane").hidden = images;
-  $("tab-images").classList.toggle("active", images);
-  $("tab-search").classList.toggle("active", !images);
+  for (const [tab, pane] of Object.entries(TABS)) {
+    $(pane).hidden = tab !== which;
+    $(`tab-${tab}`).classList.toggle("active", tab === which);
+  }
+  if (which !== "dups") state.dupsRun++;
 }
 
 // ---- thumbnails: fetched through the signed GetThumbnail action, cached per tab ----
@@ -237,7 +246,7 @@ function pumpThumbs() {
   }
 }
 
-function card({ dataId, entityId, extraData, score }) {
+function card({ dataId, entityId, extraData, score, actions }) {
   const img = el("img", { alt: entityId, class: "thumb", loading: "lazy" });
   thumbnail(state.db, dataId, img);
   const meta = el("div", { class: "meta" },
@@ -246,6 +255,10 @@ function card({ dataId, entityId, extraData, score }) {
   if (extraData) meta.append(el("div", { class: "extra small", title: extraData }, extraData));
   const c = el("article", { class: "tile", "data-entity": entityId, "data-id": dataId });
   if (score !== undefined) c.append(el("span", { class: "score" }, score.toFixed(2)));
+  if (actions) {
+    c.append(img, meta, el("div", { class: "actions" }, ...actions));
+    return c;
+  }
   c.append(img, meta,
     el("div", { class: "actions" },
       el("button", {
@@ -410,6 +423,104 @@ function showMatches(matches) {
   );
 }
 
+// ---- Duplicates: ListDuplicates searches a few seconds per call on the server; poll until
+// Complete, showing progress, then review each group: keep one, or mark "not a duplicate".
+async function findDuplicates(ev) {
+  ev?.preventDefault();
+  const run = ++state.dupsRun;
+  const db = state.db;
+  const min = $("dups-min").value || "8";
+  const btn = $("dups-scan");
+  busy(btn, true);
+  try {
+    for (;;) {
+      const d = await call("ListDuplicates", [
+        ["DbName", db], ["MinScore", min], ["Start", state.dupsStart], ["Limit", DUP_GROUPS],
+      ]);
+      if (run !== state.dupsRun || db !== state.db) return;
+      showDuplicates(d);
+      if (d.Complete) break;
+    }
+  } catch (e) {
+    fail(e);
+  } finally {
+    busy(btn, false);
+  }
+}
+
+function showDuplicates(d) {
+  const n = (x) => Number(x).toLocaleString("en");
+  const groups = d.Groups || [];
+  $("dups-progress").textContent = d.Complete
+    ? d.TotalGroups
+      ? `${n(d.TotalGroups)} group${d.TotalGroups === 1 ? "" : "s"} of copies among ${n(d.TotalImages)} images. The oldest image is first in each.`
+      : `No copies among ${n(d.TotalImages)} images.`
+    : `Searching… ${n(d.Searched)} of ${n(d.TotalImages)} images (${n(d.TotalGroups)} groups so far)`;
+  if (state.dupsStart > 0 && !groups.length && d.TotalGroups) {
+    state.dupsStart = Math.max(0, d.TotalGroups - DUP_GROUPS);
+  }
+  $("dups-list").replaceChildren(...groups.map(duplicateGroup));
+  const from = groups.length ? state.dupsStart + 1 : 0;
+  $("dups-page").textContent = d.TotalGroups ? `groups ${from}–${state.dupsStart + groups.length} of ${n(d.TotalGroups)}` : "";
+  $("dups-prev").disabled = state.dupsStart === 0;
+  $("dups-next").disabled = state.dupsStart + groups.length >= d.TotalGroups;
+}
+
+function duplicateGroup(g) {
+  const images = g.Images || [];
+  const first = images[0];
+  const tiles = images.map((m, i) => {
+    const others = images.filter((o) => o.DataId !== m.DataId).map((o) => o.DataId);
+    const actions = [
+      el("button", {
+        type: "button",
+        class: "ghost small keep",
+        title: `Keep ${m.EntityId} (DataId ${m.DataId}) and delete the ${others.length} other image(s) of this group`,
+        onclick: () => keepOne(m, others),
+      }, "Keep only this"),
+    ];
+    if (i > 0) {
+      actions.push(el("button", {
+        type: "button",
+        class: "ghost small not-dup",
+        title: `${m.EntityId} is not a copy of ${first.EntityId}: never group them again`,
+        onclick: () => notDuplicate(first, m),
+      }, "Not a copy"));
+    }
+    const t = card({ dataId: m.DataId, entityId: m.EntityId, extraData: m.ExtraData, score: m.ScoreToFirst, actions });
+    if (i === 0) t.classList.add("first");
+    return t;
+  });
+  return el("section", { class: "card dup-group", "data-first": first?.DataId },
+    el("div", { class: "grid" }, ...tiles));
+}
+
+async function keepOne(m, others) {
+  if (!confirm(`Keep ${m.EntityId} (DataId ${m.DataId}) and delete ${others.length} other image${others.length === 1 ? "" : "s"}? This cannot be undone.`)) return;
+  try {
+    const d = await call("DeleteImage", [["DbName", state.db], ["DataId", others.join(",")]]);
+    toast(`Kept ${m.EntityId}; deleted ${d.Deleted} image${d.Deleted === 1 ? "" : "s"}`);
+    await findDuplicates();
+  } catch (e) {
+    fail(e);
+  }
+}
+
+async function notDuplicate(first, m) {
+  try {
+    await call("MarkNotDuplicate", [["DbName", state.db], ["DataId", m.DataId], ["OtherDataId", first.DataId]]);
+    toast(`Marked ${m.EntityId} as not a copy of ${first.EntityId}`);
+    await findDuplicates();
+  } catch (e) {
+    fail(e);
+  }
+}
+
+function dupsPage(delta) {
+  state.dupsStart = Math.max(0, state.dupsStart + delta * DUP_GROUPS);
+  findDuplicates();
+}
+
 function wire() {
   $("signin-form").addEventListener("submit", signIn);
   $("sign-out").addEventListener("click", signOut);
@@ -417,6 +528,16 @@ function wire() {
   $("delete-db").addEventListener("click", deleteDb);
   $("tab-images").addEventListener("click", () => showTab("images"));
   $("tab-search").addEventListener("click", () => showTab("search"));
+  $("tab-dups").addEventListener("click", () => {
+    showTab("dups");
+    findDuplicates();
+  });
+  $("dups-form").addEventListener("submit", (ev) => {
+    state.dupsStart = 0;
+    findDuplicates(ev);
+  });
+  $("dups-prev").addEventListener("click", () => dupsPage(-1));
+  $("dups-next").addEventListener("click", () => dupsPage(1));
   $("filter-form").addEventListener("submit", (ev) => {
     ev.preventDefault();
     state.filter = $("filter").value.trim();
