@@ -2,7 +2,8 @@
 # A big catalogue on a real server: writes N synthetic images (thumbnails, both
 # descriptors, a near copy every 50th) into DIR with `imgsearch bench catalogue` (once;
 # kept for re-runs), starts `imgsearch serve` on it, and times (1) start-up until /readyz,
-# (2) the web console's first page and `Next` pages in chromium (scripts/console_load.mjs),
+# (2) the web console's first page, `Next` pages and Duplicates review in chromium
+# (scripts/console_load.mjs),
 # (3) `imgsearch dedup` over the whole database. Needs chromium and tests/browser's
 # node_modules (scripts/test.sh installs both). Usage: bash scripts/bench-scale.sh [N] [DIR]
 set -euo pipefail

@@ -1,6 +1,7 @@
 // Times the web console against a running server holding a large database
 // (scripts/bench-scale.sh): sign in, open the database, until the first page's thumbnails
-// are all drawn; then `Next` page by page (continuation Token). Debian's chromium driven by
+// are all drawn; then `Next` page by page (continuation Token); then the Duplicates tab
+// until the whole database is reviewed, and once more. Debian's chromium driven by
 // playwright-core from tests/browser/node_modules. Prints one JSON object.
 //
 // Usage: node scripts/console_load.mjs BASE_URL KEY_ID SECRET DB [PAGES]
@@ -52,12 +53,28 @@ try {
     nextMs.push(performance.now() - t);
   }
   nextMs.sort((a, b) => a - b);
+  // Duplicates tab: ListDuplicates polled until Complete (the whole database searched on
+  // the server), then once more with every image already searched.
+  const dupsDone = () => page.waitForFunction(
+    () => /among [\d,]+ images/.test(document.getElementById("dups-progress").textContent),
+    null, { timeout: 3_600_000, polling: 50 });
+  t = performance.now();
+  await page.click("#tab-dups");
+  await dupsDone();
+  const dupsFullMs = performance.now() - t;
+  const dupsSummary = await page.textContent("#dups-progress");
+  await page.evaluate(() => (document.getElementById("dups-progress").textContent = ""));
+  t = performance.now();
+  await page.click("#dups-scan");
+  await dupsDone();
+  const dupsAgainMs = performance.now() - t;
   const r = (x) => Math.round(x);
   console.log(JSON.stringify({
     page_info: info, tiles_per_page: tiles,
     console_shell_ms: r(shellMs), sign_in_and_db_list_ms: r(signInMs),
     first_page_ms: r(firstPageMs), next_page_p50_ms: r(nextMs[Math.floor(nextMs.length / 2)]),
     next_page_max_ms: r(nextMs[nextMs.length - 1]), pages_timed: nextMs.length,
+    duplicates_review_ms: r(dupsFullMs), duplicates_again_ms: r(dupsAgainMs), duplicates: dupsSummary,
   }));
 } finally {
   await context.close();
