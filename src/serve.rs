@@ -23,7 +23,7 @@ use crate::service::list_token::ListTokenKey;
 use crate::service::uploads::UploadBucket;
 use crate::service::IndexSettings;
 use crate::signing::unix_seconds;
-use crate::store::{ImageStore, SqliteStore, StoreOptions};
+use crate::store::{ImageStore, PgStore, SqliteStore, StoreOptions};
 use crate::vision::embedder::EmbeddingBatcher;
 
 /// The live signature nonces (snapshot; `nonces.journal*` beside it since the last start).
@@ -56,16 +56,7 @@ async fn run_async(model: &ModelConfig, config: ServeConfig) -> anyhow::Result<E
         (KeySource::File(path), _) => eprintln!("access keys: {}", path.display()),
         _ => eprintln!("access keys: IMGSEARCH_ACCESS_KEYS"),
     }
-    let store: Arc<dyn ImageStore> = Arc::new(SqliteStore::open_with(
-        &config.data,
-        StoreOptions {
-            max_images_per_db: config.max_images_per_db,
-            max_databases_per_tenant: (config.max_databases_per_tenant > 0)
-                .then_some(config.max_databases_per_tenant),
-            max_images_per_tenant: (config.max_images_per_tenant > 0)
-                .then_some(config.max_images_per_tenant),
-        },
-    )?);
+    let store = open_store(&config).await?;
     let secret = ListTokenKey::load_or_create_secret(&config.data)?;
     let tokens = ListTokenKey::from_secret(&secret)?;
     let links = (config.image_link_secs > 0)
@@ -114,8 +105,14 @@ async fn run_async(model: &ModelConfig, config: ServeConfig) -> anyhow::Result<E
             "OFF, the subject model was not found; run scripts/setup.sh"
         }
     );
-    let mut service = ImageService::start(store, fetcher, embedder, tokens, index_settings)?
-        .with_subject_model(subject);
+    // On a blocking thread: it reads the store (the PostgreSQL driver must not run on an
+    // async runtime's thread).
+    let mut service = tokio::task::spawn_blocking(move || {
+        ImageService::start(store, fetcher, embedder, tokens, index_settings)
+    })
+    .await
+    .context("starting the service")??
+    .with_subject_model(subject);
     if let Some(bucket) = upload_bucket {
         eprintln!(
             "uploads (SDK Advance calls): http://{}/ (through this server as HTTP proxy, or a \
@@ -201,6 +198,52 @@ async fn run_async(model: &ModelConfig, config: ServeConfig) -> anyhow::Result<E
         .context("writing the index snapshots")?;
     drop(state); // closes the embedder (joins its threads) and the store
     Ok(ExitCode::SUCCESS)
+}
+
+/// Opens the store `--store` names (SQLite in the data directory by default) and says which.
+async fn open_store(config: &ServeConfig) -> anyhow::Result<Arc<dyn ImageStore>> {
+    let options = StoreOptions {
+        max_images_per_db: config.max_images_per_db,
+        max_databases_per_tenant: (config.max_databases_per_tenant > 0)
+            .then_some(config.max_databases_per_tenant),
+        max_images_per_tenant: (config.max_images_per_tenant > 0)
+            .then_some(config.max_images_per_tenant),
+    };
+    let store = config.store.trim();
+    if store.is_empty() || store == "sqlite" {
+        let store = SqliteStore::open_with(&config.data, options)?;
+        eprintln!("store: SQLite, {}", store.path().display());
+        return Ok(Arc::new(store));
+    }
+    if store.starts_with("postgres://") || store.starts_with("postgresql://") {
+        let url = store.to_owned();
+        let shown = redact_url(store);
+        // The driver blocks: on a blocking thread, like every later call.
+        let store = tokio::task::spawn_blocking(move || PgStore::open(&url, options))
+            .await
+            .context("opening the PostgreSQL store")?
+            .with_context(|| format!("opening the PostgreSQL store {shown}"))?;
+        eprintln!(
+            "store: PostgreSQL (preview), {shown}, schema {}",
+            store.schema()
+        );
+        return Ok(Arc::new(store));
+    }
+    anyhow::bail!("--store must be \"sqlite\" or a postgres:// URL, not {store:?}")
+}
+
+/// The URL without its password, for messages.
+fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    match rest.split_once('@') {
+        Some((user_info, host)) if user_info.contains(':') => {
+            let user = user_info.split(':').next().unwrap_or("");
+            format!("{scheme}://{user}:***@{host}")
+        }
+        _ => url.to_owned(),
+    }
 }
 
 async fn shutdown_signal() {
