@@ -52,6 +52,15 @@ if [[ $status -ne 0 ]]; then
   exit "$status"
 fi
 
+# The same suite against the PostgreSQL store: every server it starts gets `--store` on the
+# test server, one schema per data directory (tests/sdk/helpers.py). The SQLite store's own
+# cases (backup/restore, a full data directory) are skipped there.
+echo "test.sh: the SDK suite again, on the PostgreSQL store" >&2
+IMGSEARCH_SDK_PG_URL="$IMGSEARCH_TEST_PG_URL" "$venv/bin/python" -m pytest -q tests/sdk "$@" || status=$?
+if [[ $status -ne 0 ]]; then
+  exit "$status"
+fi
+
 # ---- Web console browser test (tests/browser) ----------------------------------------
 # Debian's chromium (apt, only when missing) driven by playwright-core from npm (pinned in
 # tests/browser/package-lock.json; `npm ci`, never a browser download). Node/npm come with

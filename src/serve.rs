@@ -232,17 +232,56 @@ async fn open_store(config: &ServeConfig) -> anyhow::Result<Arc<dyn ImageStore>>
     anyhow::bail!("--store must be \"sqlite\" or a postgres:// URL, not {store:?}")
 }
 
-/// The URL without its password, for messages.
+/// The URL without its password (in the user part or a `password=` parameter), for
+/// messages.
 fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
+    let (base, query) = url.split_once('?').unwrap_or((url, ""));
+    let base = match base.split_once("://") {
+        Some((scheme, rest)) => match rest.split_once('@') {
+            Some((user_info, host)) if user_info.contains(':') => {
+                let user = user_info.split(':').next().unwrap_or("");
+                format!("{scheme}://{user}:***@{host}")
+            }
+            _ => base.to_owned(),
+        },
+        None => base.to_owned(),
     };
-    match rest.split_once('@') {
-        Some((user_info, host)) if user_info.contains(':') => {
-            let user = user_info.split(':').next().unwrap_or("");
-            format!("{scheme}://{user}:***@{host}")
+    if query.is_empty() {
+        return base;
+    }
+    let query: Vec<String> = query
+        .split('&')
+        .map(|p| match p.split_once('=') {
+            Some(("password", _)) => "password=***".to_owned(),
+            _ => p.to_owned(),
+        })
+        .collect();
+    format!("{base}?{}", query.join("&"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_url;
+
+    #[test]
+    fn store_urls_are_shown_without_passwords() {
+        for (url, shown) in [
+            (
+                "postgres://u:secret@h:5432/db",
+                "postgres://u:***@h:5432/db",
+            ),
+            ("postgres://u@h/db?schema=s", "postgres://u@h/db?schema=s"),
+            (
+                "postgres://u@h/db?password=secret&schema=s",
+                "postgres://u@h/db?password=***&schema=s",
+            ),
+            (
+                "postgres://u@%2Frun%2Fpostgresql/db",
+                "postgres://u@%2Frun%2Fpostgresql/db",
+            ),
+        ] {
+            assert_eq!(redact_url(url), shown);
         }
-        _ => url.to_owned(),
     }
 }
 
