@@ -14,6 +14,8 @@
 mod attributes;
 pub(crate) mod backends;
 mod cases;
+mod paging;
+mod vectors;
 
 use std::sync::Arc;
 
