@@ -1,6 +1,6 @@
 //! [`ImageStore`] for [`PgStore`]: each operation as one transaction (or one statement) on a
-//! pooled connection. Not here: the schema (`schema`), row mapping (`rows`), uploads
-//! (`uploads`), connecting and errors (`mod.rs`).
+//! pooled connection. Not here: the schema (`schema`), row mapping (`rows`), the add path
+//! (`adds`), uploads (`uploads`), connecting and errors (`mod.rs`).
 
 use std::collections::HashMap;
 
@@ -13,7 +13,7 @@ use super::rows::{
     image_from, list_dbs_where, prefix_successor, require_db, sql_id, sql_ids, Sql,
     ATTRIBUTE_COLUMNS, IMAGE_COLUMNS,
 };
-use super::schema::{lock_key, DATA_ID_KEY, LOCK_CLASS};
+use super::schema::{lock_key, LOCK_CLASS};
 use super::{now_millis, PgStore};
 use crate::attributes::Slot;
 use crate::rules::is_valid_db_name;
@@ -26,7 +26,7 @@ use crate::store::{
 
 /// Row lock a writer takes on its database's row: serialises the writes that change the
 /// image count, and waits for (or is refused by) a concurrent DeleteImageDb.
-const WRITE_LOCK: &str = "FOR NO KEY UPDATE";
+pub(super) const WRITE_LOCK: &str = "FOR NO KEY UPDATE";
 
 /// A read-only transaction whose statements all see one snapshot.
 fn snapshot(conn: &mut Client) -> Result<Transaction<'_>, StoreError> {
@@ -128,7 +128,7 @@ impl ImageStore for PgStore {
         }
         self.with(|conn| {
             let mut tx = conn.transaction()?;
-            let records = insert_images(&mut tx, &self.options, db, images)?;
+            let records = super::adds::insert_images(&mut tx, &self.options, db, images)?;
             tx.commit()?;
             Ok(records)
         })
@@ -557,122 +557,6 @@ impl ImageStore for PgStore {
     fn get_upload(&self, tenant: &str, key: &str, now: i64) -> Result<Option<Vec<u8>>, StoreError> {
         self.get_upload_row(tenant, key, now)
     }
-}
-
-/// Inserts one call's images inside `tx`: takes the next ids from the counter (its row lock,
-/// held until commit, serialises adds store-wide so that id order is commit order), then
-/// checks the database (locked), its dimension and the quotas, then writes.
-fn insert_images(
-    tx: &mut Transaction<'_>,
-    options: &crate::store::StoreOptions,
-    db: DbRef<'_>,
-    images: &[NewImage<'_>],
-) -> Result<Vec<ImageRecord>, StoreError> {
-    let added = images.len() as i64;
-    // The first id is max(last + 1, the server's clock in µs), the others follow it; one
-    // clock for every node.
-    let last: i64 = tx
-        .query_one(
-            "UPDATE store_meta
-             SET value = GREATEST(value + $1,
-                 (extract(epoch FROM clock_timestamp()) * 1000000)::BIGINT + $1 - 1)
-             WHERE key = $2 RETURNING value",
-            &[&added, &DATA_ID_KEY],
-        )?
-        .try_get(0)?;
-    let first = last - added + 1;
-    // Read after the counter's lock was granted: sees every add committed before it.
-    let row = require_db(tx, db, WRITE_LOCK)?;
-    let dim = images.first().map_or(0, |i| i.embedding.len());
-    if let Some(expected) = row.info.dim {
-        if expected != dim {
-            return Err(StoreError::DimensionMismatch {
-                db: db.name.to_owned(),
-                expected,
-                got: dim,
-            });
-        }
-    }
-    let added_u = images.len() as u64;
-    if let Some(limit) = options.max_images_per_db {
-        if row.info.image_count.saturating_add(added_u) > limit {
-            return Err(StoreError::DbFull {
-                db: db.name.to_owned(),
-                limit,
-            });
-        }
-    }
-    if let Some(limit) = options.max_images_per_tenant {
-        let held: i64 = tx
-            .query_one(
-                "SELECT COALESCE(SUM(image_count), 0)::BIGINT FROM image_dbs WHERE tenant = $1",
-                &[&db.tenant],
-            )?
-            .try_get(0)?;
-        let held = u64::try_from(held).unwrap_or(0);
-        if held.saturating_add(added_u) > limit {
-            return Err(StoreError::TenantImageQuota { held, limit });
-        }
-    }
-    let insert_image = tx.prepare(
-        "INSERT INTO images(data_id, db_id, entity_id, extra_data, image_url,
-                            created_at, updated_at,
-                            int_attr, int_attr2, int_attr3, int_attr4,
-                            str_attr, str_attr2, str_attr3, str_attr4)
-         VALUES ($1, $2, $3, $4, $5, $6, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
-    )?;
-    let insert_vec = tx.prepare("INSERT INTO image_vectors(data_id, vec) VALUES ($1, $2)")?;
-    let insert_copy = tx.prepare("INSERT INTO image_copy_vectors(data_id, vec) VALUES ($1, $2)")?;
-    let insert_thumb = tx.prepare("INSERT INTO image_thumbnails(data_id, jpeg) VALUES ($1, $2)")?;
-    let mut records = Vec::with_capacity(images.len());
-    let mut blob = Vec::new();
-    for (key, image) in (first..).zip(images) {
-        let data_id = data_id_from_sql(key)?;
-        let created_at = now_millis();
-        let (ints, strs) = (&image.attributes.ints, &image.attributes.strs);
-        tx.execute(
-            &insert_image,
-            &[
-                &key,
-                &row.id,
-                &image.entity_id,
-                &image.extra_data,
-                &image.image_url,
-                &created_at,
-                &ints[0],
-                &ints[1],
-                &ints[2],
-                &ints[3],
-                &strs[0],
-                &strs[1],
-                &strs[2],
-                &strs[3],
-            ],
-        )?;
-        encode_embedding(image.embedding, &mut blob);
-        tx.execute(&insert_vec, &[&key, &blob])?;
-        if let Some(copy) = image.copy_embedding {
-            encode_embedding(copy, &mut blob);
-            tx.execute(&insert_copy, &[&key, &blob])?;
-        }
-        if let Some(jpeg) = image.thumbnail {
-            tx.execute(&insert_thumb, &[&key, &jpeg])?;
-        }
-        records.push(ImageRecord {
-            data_id,
-            entity_id: image.entity_id.to_owned(),
-            extra_data: image.extra_data.to_owned(),
-            image_url: image.image_url.to_owned(),
-            created_at,
-            updated_at: created_at,
-            attributes: image.attributes.clone(),
-        });
-    }
-    tx.execute(
-        "UPDATE image_dbs SET image_count = image_count + $1, dim = $2 WHERE id = $3",
-        &[&added, &(dim as i64), &row.id],
-    )?;
-    Ok(records)
 }
 
 /// The table holding vectors of `kind` and their dimension (the database's recorded one

@@ -29,6 +29,7 @@
 //! (the API's 503 `ServiceUnavailable`); a broken connection is never put back in the pool,
 //! and the next call connects anew, so the store recovers by itself when the server is back.
 
+mod adds;
 mod filter_sql;
 mod image_store;
 mod rows;
