@@ -57,6 +57,9 @@ const POOL_WAIT: Duration = Duration::from_secs(10);
 /// Applied when the URL sets no `connect_timeout`: an unreachable server answers 503 quickly.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// Applied when the URL sets no `tcp_user_timeout`.
+const TCP_USER_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// The PostgreSQL-backed store. `Send + Sync`; share it in an `Arc`.
 pub struct PgStore {
     options: StoreOptions,
@@ -141,6 +144,15 @@ pub(crate) fn parse_url(url: &str) -> Result<(postgres::Config, String), StoreEr
         .map_err(|e| StoreError::Invalid(format!("invalid PostgreSQL URL: {e}")))?;
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(CONNECT_TIMEOUT);
+    }
+    // Over TCP, a server that vanished (host down, network cut) fails the calls waiting on it
+    // within a minute instead of the kernel's ~15: unacknowledged data times out, and idle
+    // pooled connections are probed.
+    if config.get_tcp_user_timeout().is_none() {
+        config.tcp_user_timeout(TCP_USER_TIMEOUT);
+    }
+    if config.get_keepalives_idle() == Duration::from_secs(2 * 60 * 60) {
+        config.keepalives_idle(Duration::from_secs(30));
     }
     if config.get_application_name().is_none() {
         config.application_name("imgsearch");

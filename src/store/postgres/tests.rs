@@ -29,6 +29,8 @@ fn urls_and_schema_names() {
     assert_eq!(config.get_ports(), [5433]);
     assert_eq!(config.get_options(), Some("-c search_path=abc_1"));
     assert_eq!(config.get_connect_timeout(), Some(&CONNECT_TIMEOUT));
+    assert_eq!(config.get_tcp_user_timeout(), Some(&TCP_USER_TIMEOUT));
+    assert_eq!(config.get_keepalives_idle(), Duration::from_secs(30));
     let (config, schema) =
         parse_url("postgresql://u:pw@h/db?connect_timeout=7&schema=s&application_name=x").unwrap();
     assert_eq!(schema, "s");
