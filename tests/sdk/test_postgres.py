@@ -1,8 +1,9 @@
 """`imgsearch serve --store postgres://…` (the PostgreSQL store, preview) through both official
 SDKs, against a real PostgreSQL server this module starts (tests/sdk/pg.py): the everyday
 actions, a restart with an empty data directory (the images live in PostgreSQL), two
-servers on one store, and PostgreSQL going away (503 ServiceUnavailable, /readyz not ready)
-and coming back (the server recovers by itself)."""
+servers on one store, PostgreSQL going away (503 ServiceUnavailable, /readyz not ready)
+and coming back (the server recovers by itself), and the same answers as the SQLite store on
+the same data."""
 
 from __future__ import annotations
 
@@ -177,3 +178,36 @@ def test_postgres_down_is_503_and_the_server_recovers(tmp_path, image_server, im
         if srv is not None:
             assert srv.terminate() == 0, srv.stderr()
         own.remove()
+
+
+def test_same_data_same_answers_on_both_stores(pg, tmp_path, image_server, images):
+    """The same images added to a server on the SQLite store and to one on the PostgreSQL
+    store: every search answers the same matches with the same Scores (vectors are stored
+    bit-exact in both), and listing answers the same records in the same order."""
+    sqlite_srv = ServerProcess(tmp_path / "sqlite")
+    pg_srv = start(tmp_path, "pg", pg.store_url())
+    try:
+        clients = [sqlite_srv.client("tea"), pg_srv.client("tea")]
+        db = unique_name("same")
+        for c in clients:
+            c.create_image_db(db)
+            for i, name in enumerate(images.good[:16]):
+                c.add(db, f"e{i:02d}", image_server.url(name), f"x{i}")
+            c.delete_image(db, "e05")
+
+        def answers(c):
+            searches = [[(m["EntityId"], m["Score"], m["ExtraData"])
+                         for m in c.matches(db, image_server.url(name), limit=10)]
+                        for name in images.good[:6] + images.good[20:24]]
+            listed = [(r["EntityId"], r["ExtraData"])
+                      for r in c.list_all(db, limit=4, order="ASC")]
+            return searches, listed, c.list_images(db, limit=1)["Data"]["TotalCount"]
+
+        on_sqlite, on_pg = answers(clients[0]), answers(clients[1])
+        assert on_sqlite[2] == on_pg[2] == 15
+        assert on_sqlite[1] == on_pg[1]
+        assert len(on_sqlite[0]) == 10 and all(len(s) == 10 for s in on_sqlite[0])
+        assert on_sqlite[0] == on_pg[0]
+    finally:
+        assert sqlite_srv.terminate() == 0
+        assert pg_srv.terminate() == 0
