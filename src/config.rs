@@ -191,6 +191,12 @@ pub struct ServeConfig {
     /// Data directory: the database, the keys file, the token key.
     #[arg(long, env = "IMGSEARCH_DATA", default_value = "./data")]
     pub data: PathBuf,
+    /// Where the images are stored: `sqlite` (default: the file imgsearch.db in the data
+    /// directory) or a PostgreSQL database, `postgres://user[:password]@host[:port]/dbname`
+    /// (preview; `?schema=NAME` picks the schema, default `imgsearch`). Keys, the list-token
+    /// key, nonces and index snapshots stay in the data directory either way.
+    #[arg(long, env = "IMGSEARCH_STORE", default_value = "sqlite")]
+    pub store: String,
     /// Allow ImageUrl to reach loopback/private/link-local addresses (local object stores, tests).
     #[arg(long, env = "IMGSEARCH_ALLOW_PRIVATE_URLS")]
     pub allow_private_urls: bool,

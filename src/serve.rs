@@ -23,7 +23,7 @@ use crate::service::list_token::ListTokenKey;
 use crate::service::uploads::UploadBucket;
 use crate::service::IndexSettings;
 use crate::signing::unix_seconds;
-use crate::store::{ImageStore, SqliteStore, StoreOptions};
+use crate::store::{ImageStore, PgStore, SqliteStore, StoreOptions};
 use crate::vision::embedder::EmbeddingBatcher;
 
 /// The live signature nonces (snapshot; `nonces.journal*` beside it since the last start).
@@ -56,16 +56,7 @@ async fn run_async(model: &ModelConfig, config: ServeConfig) -> anyhow::Result<E
         (KeySource::File(path), _) => eprintln!("access keys: {}", path.display()),
         _ => eprintln!("access keys: IMGSEARCH_ACCESS_KEYS"),
     }
-    let store: Arc<dyn ImageStore> = Arc::new(SqliteStore::open_with(
-        &config.data,
-        StoreOptions {
-            max_images_per_db: config.max_images_per_db,
-            max_databases_per_tenant: (config.max_databases_per_tenant > 0)
-                .then_some(config.max_databases_per_tenant),
-            max_images_per_tenant: (config.max_images_per_tenant > 0)
-                .then_some(config.max_images_per_tenant),
-        },
-    )?);
+    let store = open_store(&config).await?;
     let secret = ListTokenKey::load_or_create_secret(&config.data)?;
     let tokens = ListTokenKey::from_secret(&secret)?;
     let links = (config.image_link_secs > 0)
@@ -114,8 +105,14 @@ async fn run_async(model: &ModelConfig, config: ServeConfig) -> anyhow::Result<E
             "OFF, the subject model was not found; run scripts/setup.sh"
         }
     );
-    let mut service = ImageService::start(store, fetcher, embedder, tokens, index_settings)?
-        .with_subject_model(subject);
+    // On a blocking thread: it reads the store (the PostgreSQL driver must not run on an
+    // async runtime's thread).
+    let mut service = tokio::task::spawn_blocking(move || {
+        ImageService::start(store, fetcher, embedder, tokens, index_settings)
+    })
+    .await
+    .context("starting the service")??
+    .with_subject_model(subject);
     if let Some(bucket) = upload_bucket {
         eprintln!(
             "uploads (SDK Advance calls): http://{}/ (through this server as HTTP proxy, or a \
@@ -203,6 +200,65 @@ async fn run_async(model: &ModelConfig, config: ServeConfig) -> anyhow::Result<E
     Ok(ExitCode::SUCCESS)
 }
 
+/// Opens the store `--store` names (SQLite in the data directory by default) and says which.
+async fn open_store(config: &ServeConfig) -> anyhow::Result<Arc<dyn ImageStore>> {
+    let options = StoreOptions {
+        max_images_per_db: config.max_images_per_db,
+        max_databases_per_tenant: (config.max_databases_per_tenant > 0)
+            .then_some(config.max_databases_per_tenant),
+        max_images_per_tenant: (config.max_images_per_tenant > 0)
+            .then_some(config.max_images_per_tenant),
+    };
+    let store = config.store.trim();
+    if store.is_empty() || store == "sqlite" {
+        let store = SqliteStore::open_with(&config.data, options)?;
+        eprintln!("store: SQLite, {}", store.path().display());
+        return Ok(Arc::new(store));
+    }
+    if store.starts_with("postgres://") || store.starts_with("postgresql://") {
+        let url = store.to_owned();
+        let shown = redact_url(store);
+        // The driver blocks: on a blocking thread, like every later call.
+        let store = tokio::task::spawn_blocking(move || PgStore::open(&url, options))
+            .await
+            .context("opening the PostgreSQL store")?
+            .with_context(|| format!("opening the PostgreSQL store {shown}"))?;
+        eprintln!(
+            "store: PostgreSQL (preview), {shown}, schema {}",
+            store.schema()
+        );
+        return Ok(Arc::new(store));
+    }
+    anyhow::bail!("--store must be \"sqlite\" or a postgres:// URL, not {store:?}")
+}
+
+/// The URL without its password (in the user part or a `password=` parameter), for
+/// messages.
+fn redact_url(url: &str) -> String {
+    let (base, query) = url.split_once('?').unwrap_or((url, ""));
+    let base = match base.split_once("://") {
+        Some((scheme, rest)) => match rest.split_once('@') {
+            Some((user_info, host)) if user_info.contains(':') => {
+                let user = user_info.split(':').next().unwrap_or("");
+                format!("{scheme}://{user}:***@{host}")
+            }
+            _ => base.to_owned(),
+        },
+        None => base.to_owned(),
+    };
+    if query.is_empty() {
+        return base;
+    }
+    let query: Vec<String> = query
+        .split('&')
+        .map(|p| match p.split_once('=') {
+            Some(("password", _)) => "password=***".to_owned(),
+            _ => p.to_owned(),
+        })
+        .collect();
+    format!("{base}?{}", query.join("&"))
+}
+
 async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
@@ -221,5 +277,31 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = ctrl_c => {},
         _ = term => {},
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_url;
+
+    #[test]
+    fn store_urls_are_shown_without_passwords() {
+        for (url, shown) in [
+            (
+                "postgres://u:secret@h:5432/db",
+                "postgres://u:***@h:5432/db",
+            ),
+            ("postgres://u@h/db?schema=s", "postgres://u@h/db?schema=s"),
+            (
+                "postgres://u@h/db?password=secret&schema=s",
+                "postgres://u@h/db?password=***&schema=s",
+            ),
+            (
+                "postgres://u@%2Frun%2Fpostgresql/db",
+                "postgres://u@%2Frun%2Fpostgresql/db",
+            ),
+        ] {
+            assert_eq!(redact_url(url), shown);
+        }
     }
 }

@@ -308,6 +308,7 @@ pub fn map_err(e: ServiceError) -> ApiError {
         ServiceError::ImageResolution(_) => ApiError::InvalidImageResolution(msg),
         ServiceError::ImageSize(_) => ApiError::InvalidImageSize(msg),
         ServiceError::Busy(_)
+        | ServiceError::StoreUnavailable(_)
         | ServiceError::CopyModelMissing(_)
         | ServiceError::SubjectModelMissing => ApiError::ServiceUnavailable(msg),
         ServiceError::Algo(_) => ApiError::AlgoError(msg),
@@ -651,6 +652,16 @@ mod tests {
         let e = map_err(ServiceError::SubjectModelMissing);
         assert_eq!((e.code(), e.http_status()), ("ServiceUnavailable", 503));
         assert!(e.message().contains("subject model"), "{}", e.message());
+        // A store that cannot be reached (PostgreSQL down) is 503 too, never a 500.
+        let e = map_err(ServiceError::from(crate::store::StoreError::Unavailable(
+            "connection refused".into(),
+        )));
+        assert_eq!((e.code(), e.http_status()), ("ServiceUnavailable", 503));
+        assert!(
+            e.message().contains("connection refused"),
+            "{}",
+            e.message()
+        );
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! `imgsearch bench store`: acknowledged adds per second of the SQLite store as the server
 //! opens it (WAL, `synchronous=FULL`, group commit), one add per call from 1, 4 and 16
 //! threads, then `add_images` batches, then how long loading every vector back takes. One
-//! 1280-d vector and a 6 kB thumbnail per image, in a fresh store under `--dir`.
+//! 1280-d vector and a 6 kB thumbnail per image, in a fresh store under `--dir`; with
+//! `--store postgres://…`, the same in a fresh schema of that PostgreSQL database (dropped
+//! afterwards).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -13,7 +15,7 @@ use serde_json::json;
 
 use super::{round1, scratch_dir, vector_only};
 use crate::embedding::{Descriptor, EMBEDDING_DIM};
-use crate::store::{DbRef, ImageStore, NewImage, SqliteStore};
+use crate::store::{DbRef, ImageStore, NewImage, PgStore, SqliteStore, StoreOptions};
 
 #[derive(Debug, clap::Args)]
 pub struct StoreBench {
@@ -24,6 +26,10 @@ pub struct StoreBench {
     /// Adds per thread-count round.
     #[arg(long, default_value_t = 400)]
     adds: usize,
+    /// Measure the PostgreSQL store on this database instead (`postgres://…`; a schema of its
+    /// own, `bench_<pid>`, dropped at the end).
+    #[arg(long)]
+    store: Option<String>,
 }
 
 pub fn run(b: StoreBench) -> anyhow::Result<ExitCode> {
@@ -41,7 +47,49 @@ fn image<'a>(entity_id: &'a str, embedding: &'a [f32], thumbnail: &'a [u8]) -> N
 }
 
 fn measure(b: &StoreBench, dir: &std::path::Path) -> anyhow::Result<serde_json::Value> {
-    let store = Arc::new(SqliteStore::open(dir).context("opening the scratch store")?);
+    let (store, backend): (Arc<dyn ImageStore>, &str) = match &b.store {
+        Some(url) => {
+            let sep = if url.contains('?') { '&' } else { '?' };
+            let url = format!("{url}{sep}schema=bench_{}", std::process::id());
+            let store = PgStore::open(&url, StoreOptions::default())
+                .context("opening the scratch PostgreSQL store")?;
+            (Arc::new(store), "postgres")
+        }
+        None => (
+            Arc::new(SqliteStore::open(dir).context("opening the scratch store")?),
+            "sqlite",
+        ),
+    };
+    let result = measure_on(b, &store);
+    if let Some(url) = &b.store {
+        drop_bench_schema(url);
+    }
+    let mut result = result?;
+    result["backend"] = json!(backend);
+    Ok(result)
+}
+
+/// Drops the scratch schema `measure` made (best effort; a message when it cannot).
+fn drop_bench_schema(url: &str) {
+    let dropped = crate::store::postgres::parse_url(url).and_then(|(config, _)| {
+        let mut c = config
+            .connect(postgres::NoTls)
+            .map_err(crate::store::StoreError::from)?;
+        c.batch_execute(&format!(
+            "DROP SCHEMA IF EXISTS bench_{} CASCADE",
+            std::process::id()
+        ))
+        .map_err(crate::store::StoreError::from)
+    });
+    if let Err(e) = dropped {
+        eprintln!(
+            "could not drop the scratch schema bench_{}: {e}",
+            std::process::id()
+        );
+    }
+}
+
+fn measure_on(b: &StoreBench, store: &Arc<dyn ImageStore>) -> anyhow::Result<serde_json::Value> {
     let db = DbRef::new("bench", "bench");
     store.create_db(db)?;
     let vector: Arc<Vec<f32>> =

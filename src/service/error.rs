@@ -44,6 +44,9 @@ pub enum ServiceError {
     UploadQuota(String),
     #[error("the server is busy: {0}")]
     Busy(String),
+    /// The store cannot be reached now (its database server is down or restarting).
+    #[error("{0}")]
+    StoreUnavailable(String),
     #[error("the feature extractor failed: {0}")]
     Algo(String),
     /// The database indexes copy-detection descriptors only and this server runs without
@@ -74,6 +77,7 @@ impl From<StoreError> for ServiceError {
             StoreError::TenantDatabaseQuota { .. } => ServiceError::DatabaseQuota(e.to_string()),
             StoreError::TenantImageQuota { .. } => ServiceError::ImageQuota(e.to_string()),
             StoreError::TenantUploadQuota { .. } => ServiceError::UploadQuota(e.to_string()),
+            StoreError::Unavailable(_) => ServiceError::StoreUnavailable(e.to_string()),
             StoreError::DbFull { .. }
             | StoreError::Invalid(_)
             | StoreError::DimensionMismatch { .. } => ServiceError::InvalidParameter(e.to_string()),

@@ -2,8 +2,8 @@
 //!
 //! What lives here: the [`ImageStore`] trait the service layer calls, the plain record types
 //! it speaks in, the [`StoreError`] enum, and the one backend we ship today
-//! ([`sqlite::SqliteStore`]). A later PostgreSQL + pgvector backend implements the same trait;
-//! nothing in this file names SQLite, so the API and service layers never need to change.
+//! ([`sqlite::SqliteStore`], the default) and the PostgreSQL one ([`postgres::PgStore`],
+//! preview); nothing in this file names either, so the API and service layers never change.
 //!
 //! What does not live here: parameter validation with API error messages (the API layer owns
 //! those; the store only re-checks invariants it relies on), image decoding and thumbnails
@@ -14,8 +14,10 @@
 //! All methods are synchronous and may block on disk I/O (an `add_image` waits for an fsync):
 //! async callers go through `tokio::task::spawn_blocking`.
 
+pub mod postgres;
 pub mod sqlite;
 
+pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
 use std::fmt;
@@ -290,6 +292,10 @@ pub enum StoreError {
     /// The disk or file system failed (unwritable, unreadable).
     #[error("storage I/O error: {0}")]
     Io(String),
+    /// The backend cannot be reached now (a database server down, restarting, or out of
+    /// connections): nothing was written; the same call may succeed later.
+    #[error("the storage backend is unavailable: {0}")]
+    Unavailable(String),
     /// Any other failure of the backend.
     #[error("storage backend error: {0}")]
     Backend(String),
@@ -505,6 +511,9 @@ pub struct NewUpload<'a> {
     /// Unix seconds after which it is gone.
     pub expires_at: i64,
 }
+
+#[cfg(test)]
+pub(crate) mod conformance;
 
 #[cfg(test)]
 mod tests {

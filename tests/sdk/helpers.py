@@ -67,6 +67,18 @@ TENANT_A = Tenant("AKIDtenantA0001", "secretA-0123456789abcdef")
 TENANT_B = Tenant("AKIDtenantB0002", "secretB-fedcba9876543210")
 TENANTS = (TENANT_A, TENANT_B)
 
+# The whole suite against the PostgreSQL store: with this set to a server's URL, every server
+# the suite starts gets `--store` on it, one store (schema) per data directory, so that a
+# server restarted on the same data directory finds its images again.
+PG_URL_ENV = "IMGSEARCH_SDK_PG_URL"
+
+
+def pg_store_url(server_url: str, data_dir: Path) -> str:
+    schema = "sdk_" + hashlib.sha256(str(Path(data_dir).resolve()).encode()).hexdigest()[:16]
+    sep = "&" if "?" in server_url else "?"
+    return f"{server_url}{sep}schema={schema}"
+
+
 _LISTENING = re.compile(r"listening on http://127\.0\.0\.1:(\d+)")
 
 
@@ -86,6 +98,9 @@ class ServerProcess:
         if allow_private:
             args.append("--allow-private-urls")
         args.extend(extra_args)
+        pg_url = os.environ.get(PG_URL_ENV)
+        if pg_url and "--store" not in args:
+            args.extend(["--store", pg_store_url(pg_url, self.data_dir)])
         if argv is not None:
             args = list(argv)
         env = dict(os.environ)

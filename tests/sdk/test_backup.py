@@ -12,12 +12,20 @@ a directory that holds a store are refused, and a damaged backup is refused by n
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import threading
 import time
 from collections import defaultdict
 
-from helpers import BINARY, TENANT_A, ApiClient, ServerProcess
+import pytest
+
+from helpers import BINARY, PG_URL_ENV, TENANT_A, ApiClient, ServerProcess
+
+# `imgsearch backup` copies the SQLite store of a data directory; a PostgreSQL store is
+# backed up with PostgreSQL's own tools (README).
+pytestmark = pytest.mark.skipif(bool(os.environ.get(PG_URL_ENV)),
+                                reason="backup/restore is the SQLite store's")
 
 DB = "backedup"
 ANN_ARGS = ("--ann-threshold", "20", "--index-snapshot-secs", "1")

@@ -10,7 +10,10 @@ use rusqlite::{params, Connection, TransactionBehavior};
 use std::sync::{mpsc, Mutex};
 
 /// Checks what needs no database: non-empty, finite vectors of one length.
-pub(super) fn check_embeddings(db: DbRef<'_>, images: &[NewImage<'_>]) -> Result<(), StoreError> {
+pub(in crate::store) fn check_embeddings(
+    db: DbRef<'_>,
+    images: &[NewImage<'_>],
+) -> Result<(), StoreError> {
     let dim = images.first().map_or(0, |i| i.embedding.len());
     for image in images {
         if image.embedding.is_empty() {
@@ -36,7 +39,7 @@ pub(super) fn check_embeddings(db: DbRef<'_>, images: &[NewImage<'_>]) -> Result
 }
 
 /// A copy descriptor must be `COPY_DIM` finite floats.
-pub(super) fn check_copy_embedding(v: &[f32]) -> Result<(), StoreError> {
+pub(in crate::store) fn check_copy_embedding(v: &[f32]) -> Result<(), StoreError> {
     if v.len() != COPY_DIM {
         return Err(StoreError::Invalid(format!(
             "a copy descriptor has {} dimensions, not {COPY_DIM}",

@@ -1,7 +1,8 @@
 //! Duplicate review's "not a duplicate" marks in the `not_duplicates` table: one row per
 //! pair (smaller DataId first), removed with either image by the foreign keys.
 //!
-//! Not here: finding duplicates or applying the marks (`service::duplicates`).
+//! Not here: finding duplicates or applying the marks (`service::images::duplicates`); the
+//! tests (`store::conformance::duplicates`, shared with PostgreSQL).
 
 use rusqlite::params;
 
@@ -57,55 +58,5 @@ impl SqliteStore {
                 .map(|(a, b)| Ok((data_id_from_sql(a)?, data_id_from_sql(b)?)))
                 .collect()
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::SqliteStore;
-    use crate::store::{Attributes, DbRef, ImageStore, NewImage};
-
-    fn sample_image(entity_id: &str) -> NewImage<'_> {
-        NewImage {
-            entity_id,
-            extra_data: "",
-            image_url: "",
-            embedding: &[0.6, 0.8],
-            copy_embedding: None,
-            thumbnail: None,
-            attributes: &Attributes::NONE,
-        }
-    }
-
-    #[test]
-    fn marks_need_both_images_of_the_db_and_go_with_either() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(dir.path()).unwrap();
-        let db = DbRef::new("t", "shop");
-        let other = DbRef::new("t", "other");
-        store.create_db(db).unwrap();
-        store.create_db(other).unwrap();
-        let a = store.add_image(db, &sample_image("a")).unwrap().data_id;
-        let b = store.add_image(db, &sample_image("b")).unwrap().data_id;
-        let c = store.add_image(db, &sample_image("c")).unwrap().data_id;
-        let x = store.add_image(other, &sample_image("x")).unwrap().data_id;
-        assert!(store.mark_not_duplicate(db, b, a, 1).unwrap());
-        assert!(
-            store.mark_not_duplicate(db, a, b, 2).unwrap(),
-            "twice is fine"
-        );
-        assert!(
-            !store.mark_not_duplicate(db, a, x, 3).unwrap(),
-            "x is another db's"
-        );
-        assert!(!store.mark_not_duplicate(db, a, a, 3).unwrap());
-        assert!(store.mark_not_duplicate(db, c, b, 4).unwrap());
-        assert_eq!(store.not_duplicate_pairs(db).unwrap(), vec![(a, b), (b, c)]);
-        assert!(store.not_duplicate_pairs(other).unwrap().is_empty());
-        // Deleting one image drops its marks, and only them.
-        assert_eq!(store.delete_images(db, &[b, x]).unwrap(), vec![b]);
-        assert!(store.not_duplicate_pairs(db).unwrap().is_empty());
-        assert_eq!(store.get_db(db).unwrap().unwrap().image_count, 2);
-        assert_eq!(store.get_db(other).unwrap().unwrap().image_count, 1);
     }
 }

@@ -29,11 +29,11 @@
 //! BLOBs in their own table, thumbnails in another, so listing reads neither.
 
 pub mod backup;
-mod committer;
+pub(super) mod committer;
 mod duplicate_marks;
 mod filter_sql;
 mod image_store;
-mod rows;
+pub(super) mod rows;
 mod schema;
 mod uploads;
 

@@ -13,18 +13,18 @@ pub(super) const IMAGE_COLUMNS: &str =
 pub(super) const ATTRIBUTE_COLUMNS: &str =
     "int_attr, int_attr2, int_attr3, int_attr4, str_attr, str_attr2, str_attr3, str_attr4";
 /// `DataId` guarantees the value fits an i64.
-pub(super) fn sql_id(id: DataId) -> i64 {
+pub(in crate::store) fn sql_id(id: DataId) -> i64 {
     i64::try_from(id.as_u64()).unwrap_or(i64::MAX)
 }
 
-pub(super) fn data_id_from_sql(v: i64) -> Result<DataId, StoreError> {
+pub(in crate::store) fn data_id_from_sql(v: i64) -> Result<DataId, StoreError> {
     u64::try_from(v)
         .ok()
         .and_then(DataId::from_u64)
         .ok_or_else(|| StoreError::Corrupt(format!("invalid stored data id {v}")))
 }
 
-pub(super) fn count_from_sql(v: i64, what: &str) -> Result<u64, StoreError> {
+pub(in crate::store) fn count_from_sql(v: i64, what: &str) -> Result<u64, StoreError> {
     u64::try_from(v).map_err(|_| StoreError::Corrupt(format!("negative {what} {v}")))
 }
 
@@ -32,7 +32,7 @@ pub(super) fn count_from_sql(v: i64, what: &str) -> Result<u64, StoreError> {
 /// there is none (all characters are `char::MAX`). SQLite compares TEXT bytewise and UTF-8
 /// byte order is code point order, so `prefix <= s < successor` is exactly "s starts with
 /// prefix", with no special meaning for `_` or `%` (unlike LIKE) and usable on the index.
-pub(super) fn prefix_successor(prefix: &str) -> Option<String> {
+pub(in crate::store) fn prefix_successor(prefix: &str) -> Option<String> {
     let mut chars: Vec<char> = prefix.chars().collect();
     while let Some(last) = chars.pop() {
         let mut next = u32::from(last) + 1;
@@ -47,9 +47,9 @@ pub(super) fn prefix_successor(prefix: &str) -> Option<String> {
     None
 }
 
-pub(super) struct DbRow {
-    pub(super) id: i64,
-    pub(super) info: DbInfo,
+pub(in crate::store) struct DbRow {
+    pub(in crate::store) id: i64,
+    pub(in crate::store) info: DbInfo,
 }
 
 pub(super) fn db_row_from(row: &Row<'_>) -> rusqlite::Result<DbRaw> {
@@ -65,9 +65,9 @@ pub(super) fn db_row_from(row: &Row<'_>) -> rusqlite::Result<DbRaw> {
 }
 
 /// One `image_dbs` row as read, before checking (`DB_COLUMNS` order).
-pub(super) type DbRaw = (i64, String, String, i64, i64, Option<i64>, i64);
+pub(in crate::store) type DbRaw = (i64, String, String, i64, i64, Option<i64>, i64);
 
-pub(super) fn db_row_convert(raw: DbRaw) -> Result<DbRow, StoreError> {
+pub(in crate::store) fn db_row_convert(raw: DbRaw) -> Result<DbRow, StoreError> {
     let (id, tenant, name, created_at, count, dim, descriptors) = raw;
     let descriptors = DbDescriptors::from_code(descriptors).ok_or_else(|| {
         StoreError::Corrupt(format!("unknown descriptor set {descriptors} of {name:?}"))
@@ -172,7 +172,7 @@ pub(super) fn image_convert(raw: RawImage) -> Result<ImageRecord, StoreError> {
 }
 
 /// Decodes a little-endian f32 blob into `out` (cleared first), checking its size.
-pub(super) fn decode_embedding(
+pub(in crate::store) fn decode_embedding(
     blob: &[u8],
     expected_dim: Option<usize>,
     out: &mut Vec<f32>,
@@ -199,7 +199,7 @@ pub(super) fn decode_embedding(
     Ok(())
 }
 
-pub(super) fn encode_embedding(v: &[f32], out: &mut Vec<u8>) {
+pub(in crate::store) fn encode_embedding(v: &[f32], out: &mut Vec<u8>) {
     out.clear();
     out.reserve(v.len() * 4);
     for x in v {
