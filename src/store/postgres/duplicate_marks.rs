@@ -94,7 +94,12 @@ impl PgStore {
                     &[&row.id],
                 )?
                 .iter()
-                .map(|r| Ok((data_id_from_sql(r.try_get(0)?)?, data_id_from_sql(r.try_get(1)?)?)))
+                .map(|r| {
+                    Ok((
+                        data_id_from_sql(r.try_get(0)?)?,
+                        data_id_from_sql(r.try_get(1)?)?,
+                    ))
+                })
                 .collect::<Result<Vec<_>, StoreError>>()?;
             tx.commit()?;
             Ok(pairs)
