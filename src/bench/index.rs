@@ -35,6 +35,18 @@ pub struct IndexBench {
     /// Number of synthetic queries.
     #[arg(long, default_value_t = 200)]
     num_queries: usize,
+    /// Seed of the synthetic generator: choose settings on one, report another.
+    #[arg(long, default_value_t = 7)]
+    seed: u64,
+    /// Synthetic vectors with no negative component (as image embeddings after ReLU are):
+    /// each component's magnitude, then unit length.
+    #[arg(long)]
+    non_negative: bool,
+    /// Write the synthetic base and query vectors to DIR/base.fvecs and DIR/queries.fvecs
+    /// and stop (for a peer such as faiss to index the same vectors:
+    /// scripts/bench-ann-peer.sh).
+    #[arg(long, value_name = "DIR", requires = "synthetic")]
+    write_fvecs: Option<PathBuf>,
     /// HNSW search expansion (ef_search); a comma-separated list measures each on the
     /// same graph (the first is the headline figure).
     #[arg(long, value_delimiter = ',', default_value = "192")]
@@ -60,7 +72,11 @@ pub fn run(b: IndexBench) -> anyhow::Result<ExitCode> {
             (d1, normalized(base, d1), normalized(queries, d2))
         }
         (None, None, Some(n)) => {
-            let all = clustered(n + b.num_queries, b.dim, 7);
+            let mut all = clustered(n + b.num_queries, b.dim, b.seed);
+            if b.non_negative {
+                all.iter_mut().for_each(|x| *x = x.abs());
+                all = normalized(all, b.dim);
+            }
             let split = n * b.dim;
             (b.dim, all[..split].to_vec(), all[split..].to_vec())
         }
@@ -70,6 +86,17 @@ pub fn run(b: IndexBench) -> anyhow::Result<ExitCode> {
     let nq = queries.len() / dim;
     if n == 0 || nq == 0 {
         bail!("no vectors to index or to query");
+    }
+    if let Some(dir) = &b.write_fvecs {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        write_fvecs(&dir.join("base.fvecs"), &base, dim)?;
+        write_fvecs(&dir.join("queries.fvecs"), &queries, dim)?;
+        println!(
+            "{}",
+            json!({"bench": "index", "wrote": dir.display().to_string(), "vectors": n,
+                   "queries": nq, "dim": dim, "seed": b.seed, "non_negative": b.non_negative})
+        );
+        return Ok(ExitCode::SUCCESS);
     }
     let threads = std::thread::available_parallelism().map_or(1, |t| t.get());
     let options = AnnOptions {
@@ -200,6 +227,7 @@ pub fn run(b: IndexBench) -> anyhow::Result<ExitCode> {
         "queries": nq,
         "dim": dim,
         "source": if b.synthetic.is_some() { "synthetic-clustered" } else { "fvecs" },
+        "seed": b.synthetic.map(|_| b.seed),
         "hnsw": {"connectivity": options.connectivity, "expansion_add": options.expansion_add, "expansion_search": options.expansion_search, "quantization": "i8 (per-vector scale)"},
         "rerank_candidates": head["rerank_candidates"],
         "threads": threads,
@@ -301,6 +329,16 @@ pub(super) fn clustered(n: usize, dim: usize, seed: u64) -> Vec<f32> {
     normalized(out, dim)
 }
 
+fn write_fvecs(path: &Path, vectors: &[f32], dim: usize) -> anyhow::Result<()> {
+    let mut out = Vec::with_capacity(vectors.len() / dim * (4 + 4 * dim));
+    for v in vectors.chunks_exact(dim) {
+        out.extend_from_slice(&(dim as i32).to_le_bytes());
+        v.iter()
+            .for_each(|x| out.extend_from_slice(&x.to_le_bytes()));
+    }
+    std::fs::write(path, out).with_context(|| format!("writing {}", path.display()))
+}
+
 fn read_fvecs(path: &Path) -> anyhow::Result<(usize, Vec<f32>)> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     let mut out = Vec::new();
@@ -345,6 +383,11 @@ mod tests {
         }
         std::fs::write(&p, &bytes).unwrap();
         assert_eq!(read_fvecs(&p).unwrap(), (2, vec![1.0, 2.0, 3.0, 4.0]));
+        write_fvecs(&p, &[5.0, 6.0, 7.0, 8.0, 9.0, 10.0], 3).unwrap();
+        assert_eq!(
+            read_fvecs(&p).unwrap(),
+            (3, vec![5.0, 6.0, 7.0, 8.0, 9.0, 10.0])
+        );
         std::fs::write(&p, &bytes[..bytes.len() - 2]).unwrap();
         assert!(read_fvecs(&p).is_err());
         std::fs::write(&p, b"").unwrap();
