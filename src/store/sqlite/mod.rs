@@ -241,6 +241,4 @@ fn now_millis() -> i64 {
 }
 
 #[cfg(test)]
-mod attribute_tests;
-#[cfg(test)]
 mod tests;

@@ -96,49 +96,6 @@ mod tests {
     }
 
     #[test]
-    fn uploads_are_read_by_their_owner_until_they_expire() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open_with(dir.path(), StoreOptions::default()).unwrap();
-        store
-            .put_upload(&upload("a", "k1", b"one", 1000), 1 << 20)
-            .unwrap();
-        assert_eq!(
-            store.get_upload("a", "k1", 1050).unwrap().as_deref(),
-            Some(&b"one"[..])
-        );
-        assert_eq!(
-            store.get_upload("b", "k1", 1050).unwrap(),
-            None,
-            "another tenant"
-        );
-        assert_eq!(
-            store.get_upload("a", "k2", 1050).unwrap(),
-            None,
-            "unknown key"
-        );
-        assert_eq!(store.get_upload("a", "k1", 1100).unwrap(), None, "expired");
-        // Another tenant cannot take over a live key; the owner can replace it.
-        assert!(matches!(
-            store.put_upload(&upload("b", "k1", b"x", 1050), 1 << 20),
-            Err(StoreError::Invalid(_))
-        ));
-        store
-            .put_upload(&upload("a", "k1", b"two", 1050), 1 << 20)
-            .unwrap();
-        assert_eq!(
-            store.get_upload("a", "k1", 1100).unwrap().as_deref(),
-            Some(&b"two"[..])
-        );
-        // Reopened: the upload survived.
-        drop(store);
-        let store = SqliteStore::open_with(dir.path(), StoreOptions::default()).unwrap();
-        assert_eq!(
-            store.get_upload("a", "k1", 1100).unwrap().as_deref(),
-            Some(&b"two"[..])
-        );
-    }
-
-    #[test]
     fn the_byte_quota_counts_unexpired_uploads_of_the_owner_only() {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open_with(dir.path(), StoreOptions::default()).unwrap();
