@@ -31,7 +31,7 @@ use crate::service::images::{
     AddImage, ImageService, ImageSource, ListImages, Part, SearchImage, SearchQuery, StoredImage,
 };
 use crate::service::ServiceError;
-use crate::store::{DataId, DbDescriptors, Order};
+use crate::store::{DataId, DbDescriptors, ImageRecord, Order};
 use crate::vision::region::Region;
 use crate::vision::subject::Subject;
 
@@ -159,14 +159,8 @@ pub async fn dispatch(
             let list: Vec<Value> = matches
                 .iter()
                 .map(|m| {
-                    let mut v = json!({
-                        "DataId": m.record.data_id.to_string(),
-                        "EntityId": m.record.entity_id,
-                        "ExtraData": m.record.extra_data,
-                        "ImageUrl": m.record.image_url,
-                        "Score": m.score,
-                    });
-                    attributes::render(&m.record.attributes, &mut v);
+                    let mut v = image_json(&m.record);
+                    v["Score"] = json!(m.score);
                     v
                 })
                 .collect();
@@ -288,6 +282,19 @@ pub(super) fn data_id(params: &Params) -> Result<DataId, ApiError> {
             "DataId \"{v}\" is invalid: use a DataId exactly as AddImage or ListImages returned it"
         ))
     })
+}
+
+/// An image as SearchImage's matches (and ListDuplicates' members) show it: DataId,
+/// EntityId, ExtraData, ImageUrl and the attributes it has.
+pub(super) fn image_json(record: &ImageRecord) -> Value {
+    let mut v = json!({
+        "DataId": record.data_id.to_string(),
+        "EntityId": record.entity_id,
+        "ExtraData": record.extra_data,
+        "ImageUrl": record.image_url,
+    });
+    attributes::render(&record.attributes, &mut v);
+    v
 }
 
 /// The one place service errors become API codes.

@@ -11,8 +11,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use super::actions::{data_id, db_name, float_param, int_param, map_err, required};
-use super::attributes;
+use super::actions::{data_id, db_name, float_param, image_json, int_param, map_err, required};
 use super::error::ApiError;
 use super::params::Params;
 use crate::rules::{
@@ -54,16 +53,10 @@ pub(super) async fn list_duplicates(
             let images: Vec<Value> = members
                 .iter()
                 .map(|m| {
-                    let mut v = json!({
-                        "DataId": m.record.data_id.to_string(),
-                        "EntityId": m.record.entity_id,
-                        "ExtraData": m.record.extra_data,
-                        "ImageUrl": m.record.image_url,
-                    });
+                    let mut v = image_json(&m.record);
                     if let Some(s) = m.score_to_first {
                         v["ScoreToFirst"] = json!(s);
                     }
-                    attributes::render(&m.record.attributes, &mut v);
                     v
                 })
                 .collect();

@@ -1,28 +1,36 @@
-//! Duplicate review's side of the PostgreSQL store: deleting chosen images (DeleteImage by
-//! DataId) and the "not a copy" marks in `not_duplicates` (one row per pair, smaller
+//! Duplicate review's side of the PostgreSQL store: deleting images (DeleteImage by
+//! EntityId or DataId, one helper) and the "not a copy" marks in `not_duplicates` (one row per pair, smaller
 //! DataId first, removed with either image by the foreign keys). Same rules as the SQLite
 //! store's `duplicate_marks`.
 //!
 //! Not here: finding duplicates or applying the marks (`service::images::duplicates`).
 
 use super::image_store::WRITE_LOCK;
-use super::rows::{data_id_from_sql, require_db, sql_id, sql_ids};
+use postgres::types::ToSql;
+
+use super::rows::{data_id_from_sql, require_db, sql_id};
 use super::PgStore;
 use crate::store::{DataId, DbRef, StoreError};
 
 impl PgStore {
-    pub(super) fn delete_image_rows(
+    /// Deletes the images of `db` that `condition` (SQL on `images`, `$2` = `arg`) keeps,
+    /// and keeps the database's count; the ids deleted, ascending. DeleteImage by EntityId
+    /// and by DataId.
+    pub(super) fn delete_where(
         &self,
         db: DbRef<'_>,
-        ids: &[DataId],
+        condition: &str,
+        arg: &(dyn ToSql + Sync),
     ) -> Result<Vec<DataId>, StoreError> {
         self.with(|conn| {
             let mut tx = conn.transaction()?;
             let row = require_db(&mut tx, db, WRITE_LOCK)?;
             let mut deleted = tx
                 .query(
-                    "DELETE FROM images WHERE db_id = $1 AND data_id = ANY($2) RETURNING data_id",
-                    &[&row.id, &sql_ids(ids)],
+                    &format!(
+                        "DELETE FROM images WHERE db_id = $1 AND {condition} RETURNING data_id"
+                    ),
+                    &[&row.id, arg],
                 )?
                 .iter()
                 .map(|r| data_id_from_sql(r.try_get(0)?))
@@ -31,7 +39,8 @@ impl PgStore {
                 return Ok(deleted);
             }
             deleted.sort_unstable();
-            // As delete_entity: an emptied database forgets its dimension.
+            // An emptied database forgets its dimension, so a new model's vectors can go in.
+            // (SET expressions read the row as it was.)
             tx.execute(
                 "UPDATE image_dbs SET image_count = image_count - $1,
                         dim = CASE WHEN image_count - $1 = 0 THEN NULL ELSE dim END

@@ -136,36 +136,11 @@ impl ImageStore for PgStore {
     }
 
     fn delete_entity(&self, db: DbRef<'_>, entity_id: &str) -> Result<Vec<DataId>, StoreError> {
-        self.with(|conn| {
-            let mut tx = conn.transaction()?;
-            let row = require_db(&mut tx, db, WRITE_LOCK)?;
-            let mut deleted = tx
-                .query(
-                    "DELETE FROM images WHERE db_id = $1 AND entity_id = $2 RETURNING data_id",
-                    &[&row.id, &entity_id],
-                )?
-                .iter()
-                .map(|r| data_id_from_sql(r.try_get(0)?))
-                .collect::<Result<Vec<_>, _>>()?;
-            if deleted.is_empty() {
-                return Ok(deleted);
-            }
-            deleted.sort_unstable();
-            // An emptied database forgets its dimension, so a new model's vectors can go in.
-            // (SET expressions read the row as it was.)
-            tx.execute(
-                "UPDATE image_dbs SET image_count = image_count - $1,
-                        dim = CASE WHEN image_count - $1 = 0 THEN NULL ELSE dim END
-                 WHERE id = $2",
-                &[&(deleted.len() as i64), &row.id],
-            )?;
-            tx.commit()?;
-            Ok(deleted)
-        })
+        self.delete_where(db, "entity_id = $2", &entity_id)
     }
 
     fn delete_images(&self, db: DbRef<'_>, ids: &[DataId]) -> Result<Vec<DataId>, StoreError> {
-        self.delete_image_rows(db, ids)
+        self.delete_where(db, "data_id = ANY($2)", &sql_ids(ids))
     }
 
     fn mark_not_duplicate(
