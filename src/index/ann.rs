@@ -531,6 +531,17 @@ mod tests {
     }
 
     #[test]
+    fn the_search_width_follows_the_number_of_results_asked_for() {
+        let o = AnnOptions::default();
+        let floor = o.expansion_search;
+        assert_eq!(o.ef_for(1, floor), floor);
+        assert_eq!(o.ef_for(40, floor), floor, "the default page re-ranks 40");
+        assert_eq!(o.ef_for(100, floor), 200);
+        assert_eq!(o.ef_for(3000, floor), EF_MAX);
+        assert_eq!(o.ef_for(5000, floor), 5000, "never narrower than k");
+    }
+
+    #[test]
     fn high_recall_against_exact_search() {
         let (n, dim) = (3000, 64);
         let base = random_unit(n, dim, 1);
