@@ -76,7 +76,6 @@ pub fn run(b: FilterBench) -> anyhow::Result<ExitCode> {
     let threads = std::thread::available_parallelism().map_or(1, |t| t.get());
     let options = AnnOptions {
         expansion_search: b.ef_search,
-        threads: threads.max(2),
         ..AnnOptions::default()
     };
     let started = Instant::now();

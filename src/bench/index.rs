@@ -49,11 +49,14 @@ pub struct IndexBench {
     write_fvecs: Option<PathBuf>,
     /// HNSW search expansion (ef_search); a comma-separated list measures each on the
     /// same graph (the first is the headline figure).
-    #[arg(long, value_delimiter = ',', default_value = "192")]
+    #[arg(long, value_delimiter = ',', default_value = "128")]
     ef_search: Vec<usize>,
     /// HNSW connectivity (M).
-    #[arg(long, default_value_t = 14)]
+    #[arg(long, default_value_t = AnnOptions::default().connectivity)]
     connectivity: usize,
+    /// HNSW build expansion (ef_construction).
+    #[arg(long, default_value_t = AnnOptions::default().expansion_add)]
+    expansion_add: usize,
     /// Candidates taken from the graph and re-ranked by exact cosine on the full-precision
     /// vectors, as SearchImage does (0: report the graph's own order); a list as for
     /// --ef-search.
@@ -101,9 +104,8 @@ pub fn run(b: IndexBench) -> anyhow::Result<ExitCode> {
     let threads = std::thread::available_parallelism().map_or(1, |t| t.get());
     let options = AnnOptions {
         connectivity: b.connectivity,
-        expansion_search: b.ef_search.first().copied().unwrap_or(192),
-        threads: threads.max(2),
-        ..AnnOptions::default()
+        expansion_add: b.expansion_add,
+        expansion_search: b.ef_search.first().copied().unwrap_or(128),
     };
 
     // Build, adding from every core.
@@ -114,7 +116,7 @@ pub fn run(b: IndexBench) -> anyhow::Result<ExitCode> {
     // Persist, drop, and load it back the way the server starts: the RAM figure is the
     // resident-memory growth of loading it, the file size is what the disk holds.
     let scratch = scratch_dir("index", None)?;
-    let path = scratch.path().join("graph.usearch");
+    let path = scratch.path().join("graph.hnsw");
     ann.save(&path)?;
     let file_bytes = std::fs::metadata(&path)?.len();
     drop(ann);

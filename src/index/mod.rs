@@ -10,6 +10,7 @@
 pub mod ann;
 pub mod connected;
 pub mod filtered;
+pub mod hnsw;
 pub mod snapshot;
 
 use std::cmp::Ordering;

@@ -1,5 +1,5 @@
 //! The on-disk format of an ANN index snapshot, one directory per database: generation n's
-//! graph (`graph-n.usearch` + its duplicates file) and ids (`ids-n.u64`, ascending
+//! graph (`graph-n.hnsw` + its duplicates file) and ids (`ids-n.u64`, ascending
 //! little-endian u64), made current by an atomic rename of `snapshot.json`
 //! ([`SnapshotMeta`]). A crash at any point leaves the previous or the new generation
 //! readable.
@@ -32,7 +32,7 @@ pub fn exists(dir: &Path) -> bool {
 }
 
 pub const META_FILE: &str = "snapshot.json";
-const SNAPSHOT_FORMAT: u32 = 1;
+const SNAPSHOT_FORMAT: u32 = 2;
 
 /// What `snapshot.json` says about the graph and id files next to it.
 #[derive(Debug, Serialize, Deserialize, PartialEq)]
@@ -66,7 +66,7 @@ pub fn write_snapshot(
     let io = |what: &'static str, e: std::io::Error| SnapshotError::Io(what, e);
     std::fs::create_dir_all(dir).map_err(|e| io("creating the snapshot directory", e))?;
     let generation = read_meta(dir).map_or(1, |m| m.generation + 1);
-    let graph = dir.join(format!("graph-{generation}.usearch"));
+    let graph = dir.join(format!("graph-{generation}.hnsw"));
     let keys = dir.join(format!("ids-{generation}.u64"));
     ann.save(&graph)?;
     let mut bytes = Vec::with_capacity(ids.len() * 8);
@@ -95,7 +95,7 @@ pub fn write_snapshot(
         for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
             let current = name == META_FILE
-                || name.starts_with(&format!("graph-{generation}.usearch"))
+                || name.starts_with(&format!("graph-{generation}.hnsw"))
                 || name == format!("ids-{generation}.u64");
             if !current {
                 let _ = std::fs::remove_file(e.path());
@@ -150,7 +150,7 @@ pub fn read_snapshot(
     if !keys.windows(2).all(|w| w[0] < w[1]) {
         return Err("ids file is not in ascending order".into());
     }
-    let graph = dir.join(format!("graph-{}.usearch", meta.generation));
+    let graph = dir.join(format!("graph-{}.hnsw", meta.generation));
     let ann = AnnIndex::load(&graph, meta.dim, options).map_err(|e| e.to_string())?;
     if ann.len() != keys.len() {
         return Err(format!(

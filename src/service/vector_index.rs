@@ -26,7 +26,7 @@ use crate::store::{DataId, DbInfo, DbRef, EmbeddingSet, ImageStore};
 
 pub(super) enum Searcher {
     Exact(ExactIndex),
-    Ann(AnnIndex),
+    Ann(Box<AnnIndex>),
 }
 
 /// One descriptor's index of one database.
@@ -86,15 +86,20 @@ impl VectorIndex {
     }
 
     pub(super) fn add(&self, id: DataId, vector: &[f32]) -> Result<(), ServiceError> {
+        if let Searcher::Ann(ix) = &*self.read() {
+            // The graph locks itself: searches go on while an add chooses its links.
+            return ix.add(id, vector).map_err(internal);
+        }
         match &mut *self.write() {
             Searcher::Exact(ix) => ix.add(id, vector).map_err(internal),
-            // Exclusive even though usearch could add concurrently: growing the graph's
-            // capacity must not race searches.
             Searcher::Ann(ix) => ix.add(id, vector).map_err(internal),
         }
     }
 
     pub(super) fn remove(&self, ids: &[DataId]) -> Result<(), ServiceError> {
+        if let Searcher::Ann(ix) = &*self.read() {
+            return ix.remove(ids).map_err(internal);
+        }
         match &mut *self.write() {
             Searcher::Exact(ix) => {
                 ix.remove(ids);
@@ -210,7 +215,7 @@ impl VectorIndex {
             drop(guard);
             let fresh = build_from_store(store, db, self.kind, ids.len(), settings)?;
             snapshot::write_snapshot(&self.dir, created_at, &fresh, &ids).map_err(internal)?;
-            *self.write() = Searcher::Ann(fresh);
+            *self.write() = Searcher::Ann(Box::new(fresh));
             return Ok(true);
         }
         snapshot::write_snapshot(&self.dir, created_at, ann, &ids).map_err(internal)?;
@@ -231,7 +236,7 @@ impl VectorIndex {
             add_parallel(&ann, &items, &mut HashMap::new())?;
             ann
         };
-        *self.write() = Searcher::Ann(fresh);
+        *self.write() = Searcher::Ann(Box::new(fresh));
         Ok(true)
     }
 
@@ -269,14 +274,18 @@ impl VectorIndex {
             Ok((ann, keys)) => {
                 let (added, removed) = reconcile(&ann, &keys, &ids, store, db, kind)?;
                 tracing::info!(db = %info.name, ?kind, images = ids.len(), added, removed, secs = started.elapsed().as_secs_f64(), "ANN index loaded from its snapshot");
-                let ix = Self::with(kind, db_dir, Searcher::Ann(ann));
+                let ix = Self::with(kind, db_dir, Searcher::Ann(Box::new(ann)));
                 Ok((ix, (added + removed) as u64, false))
             }
             Err(why) => {
                 tracing::warn!(db = %info.name, ?kind, %why, "no usable ANN snapshot; rebuilding from the store");
                 let ann = build_from_store(store, db, kind, ids.len(), settings)?;
                 tracing::info!(db = %info.name, ?kind, images = ann.len(), secs = started.elapsed().as_secs_f64(), "ANN index rebuilt");
-                Ok((Self::with(kind, db_dir, Searcher::Ann(ann)), 1, true))
+                Ok((
+                    Self::with(kind, db_dir, Searcher::Ann(Box::new(ann))),
+                    1,
+                    true,
+                ))
             }
         }
     }

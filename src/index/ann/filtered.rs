@@ -1,22 +1,22 @@
 //! Searches of an [`AnnIndex`] restricted to the images a predicate keeps (an attribute
 //! `Filter`): the graph walk that only collects passing images, and a scan of a given set
-//! of ids over the quantized vectors, for filters that keep few images (where a graph walk
+//! of ids over the codes, for filters that keep few images (where a graph walk
 //! would have to cross most of the graph to find enough of them).
 //!
 //! Not here: deciding which of the two to run (`index::filtered`).
 
-use super::{quantize, AnnError, AnnIndex};
-use crate::embedding::dot;
+use super::{AnnError, AnnIndex};
+use crate::index::hnsw::codes::{distance, Code};
 use crate::index::Hit;
 use crate::store::DataId;
 
 impl AnnIndex {
     /// About the `k` most similar vectors among those `keep` accepts, best first.
     ///
-    /// usearch walks the whole graph as usual but only passing nodes enter the result
-    /// list, so the walk goes on until `ef` passing nodes are found: the cost grows as
-    /// the filter keeps fewer images. A node passes when it or one of its duplicates does;
-    /// only the passing ones are returned.
+    /// The walk crosses every node but only passing ones enter the result list, so it goes
+    /// on until `ef` passing nodes are found: the cost grows as the filter keeps fewer
+    /// images. A node passes when it or one of its duplicates does; only the passing ones
+    /// are returned.
     pub fn search_filtered(
         &self,
         query: &[f32],
@@ -27,7 +27,7 @@ impl AnnIndex {
         if k == 0 || self.is_empty() {
             return Ok(Vec::new());
         }
-        let quantized = quantize(query);
+        let code = Code::of(query);
         let d = self.dups_read();
         let passes = |key: u64| DataId::from_u64(key).is_some_and(keep);
         let node_passes = |key: u64| {
@@ -36,12 +36,9 @@ impl AnnIndex {
                     .get(&key)
                     .is_some_and(|ms| ms.iter().any(|m| passes(*m)))
         };
-        let m = {
-            let _slot = self.slots.acquire();
-            self.inner.filtered_search(&quantized, k, node_passes)?
-        };
-        let mut hits = Vec::with_capacity(m.keys.len());
-        for (&key, &dist) in m.keys.iter().zip(&m.distances) {
+        let found = self.graph().search(&code, k, self.ef_for(k), &node_passes);
+        let mut hits = Vec::with_capacity(found.len());
+        for (key, dist) in found {
             let same = d.members.get(&key).map(Vec::as_slice).unwrap_or(&[]);
             for k in std::iter::once(&key).chain(same) {
                 if let Some(id) = DataId::from_u64(*k).filter(|id| keep(*id)) {
@@ -55,9 +52,9 @@ impl AnnIndex {
         Ok(hits)
     }
 
-    /// The `k` best of `ids` for the best of `queries`, by the cosine of their quantized
-    /// vectors (close to the exact one; callers re-rank with full precision). Ids not in
-    /// the index are skipped.
+    /// The `k` best of `ids` for the best of `queries`, by the cosine of their codes
+    /// (close to the exact one; callers re-rank with full precision). Ids not in the index
+    /// are skipped.
     pub fn scan_ids(
         &self,
         queries: &[&[f32]],
@@ -70,28 +67,20 @@ impl AnnIndex {
         if k == 0 || queries.is_empty() {
             return Ok(Vec::new());
         }
+        let codes: Vec<Code> = queries.iter().map(|q| Code::of(q)).collect();
         let d = self.dups_read();
-        let mut codes = vec![0i8; self.dim];
-        let mut v = vec![0f32; self.dim];
+        let g = self.graph();
         let mut hits = Vec::with_capacity(ids.len());
         for &id in ids {
             let key = id.as_u64();
             let node = d.node_of.get(&key).copied().unwrap_or(key);
-            if self.inner.get(node, &mut codes)? == 0 {
+            let Some((code, inv)) = g.code_of(node) else {
                 continue;
-            }
-            for (x, c) in v.iter_mut().zip(&codes) {
-                *x = f32::from(*c);
-            }
-            let norm = dot(&v, &v).sqrt();
-            if norm <= 0.0 {
-                continue;
-            }
-            let cosine = queries
+            };
+            let cosine = codes
                 .iter()
-                .map(|q| dot(q, &v))
-                .fold(f32::NEG_INFINITY, f32::max)
-                / norm;
+                .map(|q| 1.0 - distance(&q.bytes, q.inv_norm, code, inv))
+                .fold(f32::NEG_INFINITY, f32::max);
             hits.push(Hit { id, cosine });
         }
         hits.sort_by(|a, b| b.cosine.total_cmp(&a.cosine).then(a.id.cmp(&b.id)));

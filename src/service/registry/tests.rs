@@ -159,7 +159,7 @@ fn an_unusable_snapshot_is_rebuilt_from_the_store() {
         ix.dir.clone()
     };
     // A truncated graph file.
-    let graph = snap.join("graph-1.usearch");
+    let graph = snap.join("graph-1.hnsw");
     let len = std::fs::metadata(&graph).unwrap().len();
     std::fs::OpenOptions::new()
         .write(true)
